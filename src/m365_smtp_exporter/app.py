@@ -1,0 +1,216 @@
+"""Wiring: config -> scheduler -> probes -> store -> /metrics; start, reload, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
+from m365_smtp_exporter.collector import StoreCollector
+from m365_smtp_exporter.config import Config, ConfigError, ProbeConfig, TenantConfig, load_config
+from m365_smtp_exporter.exposition import CachedExposition
+from m365_smtp_exporter.logs import Redactor
+from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
+from m365_smtp_exporter.smtp.probe import run_probe
+from m365_smtp_exporter.smtp.result import ProbeResult
+from m365_smtp_exporter.store import ResultsStore
+from m365_smtp_exporter.web import create_web_app
+
+log = structlog.get_logger(__name__)
+
+TokenProviderFactory = Callable[[TenantConfig], TokenProvider]
+ProbeRunner = Callable[..., Awaitable[ProbeResult]]
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """':9587' -> (None, 9587) meaning every interface; '127.0.0.1:0'; '[::1]:9587'."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--web.listen-address {address!r}: expected [host]:port")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value in a configuration, for the log redactor."""
+    secrets = [t.client_secret.get_secret_value() for t in config.tenants.values()
+               if t.client_secret is not None]
+    secrets += [t.certificate_password.get_secret_value() for t in config.tenants.values()
+                if t.certificate_password is not None]
+    secrets += [p.auth.password.get_secret_value() for p in config.probes
+                if p.auth.password is not None]
+    return secrets
+
+
+def probe_tenant_label(probe: ProbeConfig) -> str:
+    return probe.tenant or ""
+
+
+class Exporter:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        listen_address: str = ":9587",
+        redactor: Redactor | None = None,
+        token_provider_factory: TokenProviderFactory = AzureTokenProvider,
+        probe_runner: ProbeRunner = run_probe,
+        middlewares: list[web.Middleware] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.listen_address = listen_address
+        self.redactor = redactor or Redactor()
+        self.store = ResultsStore()
+        self.scheduler = JobScheduler(self.store)
+        self.collector = StoreCollector(self.store)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        live = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=live)
+        PlatformCollector(registry=live)
+        self.exposition = CachedExposition(self.store, registry, live)
+        self._token_provider_factory = token_provider_factory
+        self._token_providers: dict[str, TokenProvider] = {}
+        self._probe_runner = probe_runner
+        self._middlewares = middlewares
+        self._runner: web.AppRunner | None = None
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[object]] = set()
+        self.bound_port: int | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        self._apply(self.config)
+        self.scheduler.start()
+        app = create_web_app(self.exposition, self.store, self.reload, self.ready,
+                             self._middlewares)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = parse_listen_address(self.listen_address)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.bound_port = int(address[1])
+        log.info("exporter listening", address=f"{host or '0.0.0.0'}:{self.bound_port}",
+                 probes=len(self.config.probes), tenants=len(self.config.tenants))
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for provider in self._token_providers.values():
+            await provider.close()
+        self._token_providers.clear()
+
+    def ready(self) -> bool:
+        return self.scheduler.running
+
+    async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
+        """Run until SIGINT/SIGTERM (or `stop` is set); SIGHUP reloads the configuration."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            log.info("shutting down")
+            await self.stop()
+
+    def _reload_in_background(self) -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(self.reload())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # configuration
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Re-read the config file; a bad file keeps the running configuration."""
+        async with self._reload_lock:
+            if self.config_path is None:
+                return True, []
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                self.store.record_reload(False)
+                log.error("config reload failed, keeping the running configuration",
+                          errors=exc.errors)
+                return False, exc.errors
+            await self._close_changed_providers(config)
+            self.config = config
+            self._apply(config)
+            log.info("config reloaded", probes=len(config.probes), tenants=len(config.tenants))
+            return True, []
+
+    def _apply(self, config: Config) -> None:
+        self.redactor.add(config_secrets(config))
+        self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in config.probes])
+        self.store.record_reload(True)
+        specs = [
+            JobSpec(
+                job_id=f"probe:{probe.name}",
+                func=self._probe_job(probe.name),
+                interval=probe.interval,
+                jitter=probe.jitter,
+                first_delay=min(index * 0.5, probe.interval / 2),
+            )
+            for index, probe in enumerate(config.probes)
+        ]
+        self.scheduler.sync(specs)
+
+    async def _close_changed_providers(self, config: Config) -> None:
+        for name in list(self._token_providers):
+            if config.tenants.get(name) != self.config.tenants.get(name):
+                await self._token_providers.pop(name).close()
+
+    def token_provider(self, tenant: str | None) -> TokenProvider | None:
+        if tenant is None or tenant not in self.config.tenants:
+            return None
+        provider = self._token_providers.get(tenant)
+        if provider is None:
+            provider = self._token_provider_factory(self.config.tenants[tenant])
+            self._token_providers[tenant] = provider
+        return provider
+
+    # jobs
+    def _probe_job(self, name: str) -> Callable[[], Awaitable[bool]]:
+        async def job() -> bool:
+            probe = self.config.probe(name)
+            if probe is None:
+                return False
+            return (await self.run_probe(probe)).success
+
+        return job
+
+    async def run_probe(self, probe: ProbeConfig) -> ProbeResult:
+        provider = self.token_provider(probe.tenant) if probe.auth.mechanism == "xoauth2" else None
+        result = await self._probe_runner(probe, token_provider=provider)
+        self.store.record_probe(result)
+        rejection = result.last_rejection
+        log.log(
+            20 if result.success else 30,
+            "probe finished",
+            probe=result.probe,
+            target=result.target,
+            success=result.success,
+            reason=result.reason.value if result.reason else None,
+            phase=result.failed_phase.value if result.failed_phase else None,
+            detail=result.detail or None,
+            code=rejection.reply.code if rejection else None,
+            enhanced_code=rejection.reply.enhanced_code if rejection else None,
+            duration=round(result.duration, 4),
+            phases={phase.value: round(sec, 4) for phase, sec in result.phases.items()},
+        )
+        return result

@@ -1,0 +1,100 @@
+"""Tokens for one tenant's Entra ID app: SMTP XOAUTH2 and Microsoft Graph share a provider.
+
+azure-identity does the OAuth2 client-credentials flow (client secret or certificate) and
+caches tokens until shortly before expiry; this module wraps it behind a tiny interface so
+tests and the emulator can supply tokens without a real tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import AzureError
+from azure.identity.aio import CertificateCredential, ClientSecretCredential
+
+from m365_smtp_exporter.config import TenantConfig
+
+# Refresh a little before expiry so a token never dies between fetch and use.
+_EXPIRY_MARGIN = 120.0
+
+
+class TokenError(Exception):
+    """A token could not be obtained. The message never contains a credential."""
+
+
+class TokenProvider(Protocol):
+    async def get_token(self, scope: str) -> str:
+        """A bearer token for `scope`; raises TokenError on failure."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class StaticTokenProvider:
+    """Always the same token (tests, or a token minted elsewhere)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, scope: str) -> str:
+        return self._token
+
+    async def close(self) -> None:
+        return None
+
+
+class AzureTokenProvider:
+    """Client-credentials tokens from Entra ID (or the emulator's token endpoint), cached."""
+
+    def __init__(self, tenant: TenantConfig) -> None:
+        authority = tenant.authority.removeprefix("https://").rstrip("/")
+        kwargs: dict[str, object] = {"authority": authority}
+        if tenant.ca_file is not None:
+            kwargs["connection_verify"] = str(tenant.ca_file)
+        if tenant.certificate_file is not None:
+            password = tenant.certificate_password
+            self._credential: ClientSecretCredential | CertificateCredential = (
+                CertificateCredential(
+                    tenant.tenant_id,
+                    tenant.client_id,
+                    certificate_path=str(tenant.certificate_file),
+                    password=password.get_secret_value() if password else None,
+                    **kwargs,
+                )
+            )
+        elif tenant.client_secret is not None:
+            self._credential = ClientSecretCredential(
+                tenant.tenant_id,
+                tenant.client_id,
+                tenant.client_secret.get_secret_value(),
+                **kwargs,
+            )
+        else:
+            raise TokenError("tenant has no client secret or certificate")
+        self._cache: dict[str, AccessToken] = {}
+        self._lock = asyncio.Lock()
+
+    async def get_token(self, scope: str) -> str:
+        async with self._lock:
+            cached = self._cache.get(scope)
+            if cached is not None and cached.expires_on - _EXPIRY_MARGIN > time.time():
+                return cached.token
+            try:
+                token = await self._credential.get_token(scope)
+            except AzureError as exc:
+                # azure-identity messages carry the AADSTS code, never the secret
+                raise TokenError(_first_line(str(exc))) from None
+            except (OSError, ValueError) as exc:
+                raise TokenError(f"{type(exc).__name__}: {_first_line(str(exc))}") from None
+            self._cache[scope] = token
+            return token.token
+
+    async def close(self) -> None:
+        await self._credential.close()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "unknown error"

@@ -1,0 +1,135 @@
+"""Command line: run (default), probe NAME, check-config, demo, emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from m365_smtp_exporter import __version__
+from m365_smtp_exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load_config
+from m365_smtp_exporter.logs import LEVELS, Redactor, configure_logging
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+COMMANDS = ("run", "probe", "check-config", "demo", "emulator")
+
+
+def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # Sub-commands repeat the flags so they work before or after the command name;
+    # SUPPRESS keeps a sub-command's unset flag from hiding the top-level value.
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("--config.file", dest="config_file", type=Path,
+                        default=default(Path("m365-smtp-exporter.yml")),
+                        help="configuration file (default: %(default)s)")
+    parser.add_argument("--web.listen-address", dest="listen_address",
+                        default=default(DEFAULT_LISTEN_ADDRESS),
+                        help="address for /metrics and the status page (default: :9587)")
+    parser.add_argument("--log.level", dest="log_level", choices=LEVELS,
+                        default=default("info"))
+    parser.add_argument("--log.format", dest="log_format",
+                        choices=("auto", "json", "logfmt", "console"), default=default("auto"),
+                        help="auto: console on a terminal, JSON otherwise")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="m365-smtp-exporter",
+        description="Prometheus exporter and throttling monitor for Microsoft 365 mail.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _common_flags(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = commands.add_parser("run", help="run the exporter (default)")
+    _common_flags(run, suppress=True)
+    probe = commands.add_parser("probe", help="run one configured probe now and show the"
+                                " SMTP conversation (exit 0 on success, 1 on failure)")
+    _common_flags(probe, suppress=True)
+    probe.add_argument("name", help="probe name from the configuration")
+    check = commands.add_parser("check-config", help="validate the configuration and exit")
+    _common_flags(check, suppress=True)
+    demo = commands.add_parser("demo", help="run the Microsoft 365 emulator, mail traffic "
+                               "and the exporter together, with a built-in configuration")
+    _common_flags(demo, suppress=True)
+    demo.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int, default=2587)
+    demo.add_argument("--emulator.http-port", dest="emulator_http_port", type=int, default=9588)
+    emulator = commands.add_parser("emulator", help="run only the Microsoft 365 emulator")
+    _common_flags(emulator, suppress=True)
+    emulator.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int,
+                          default=2587)
+    emulator.add_argument("--emulator.http-port", dest="emulator_http_port", type=int,
+                          default=9588)
+    emulator.add_argument("--emulator.world", dest="emulator_world", type=Path, default=None,
+                          help="YAML file of tenants and mailboxes (default: built-in demo world)")
+    return parser
+
+
+def _load(path: Path, out: TextIO, env: Mapping[str, str] | None = None) -> Config | None:
+    try:
+        return load_config(path, env)
+    except ConfigError as exc:
+        print(f"configuration error in {path}:", file=out)
+        for line in exc.errors:
+            print(f"  {line}", file=out)
+        return None
+
+
+def check_config(
+    path: Path, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None
+) -> int:
+    config = _load(path, out, env)
+    if config is None:
+        return EXIT_CONFIG
+    print(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.probes)} probe(s)", file=out)
+    for name, tenant in config.tenants.items():
+        credential = "certificate" if tenant.certificate_file else (
+            "client secret" if tenant.client_secret else "no credentials")
+        print(f"  tenant {name}: tenant_id {tenant.tenant_id}, {credential}", file=out)
+    for probe in config.probes:
+        print(f"  probe {probe.name}: {probe.target} tls={probe.tls} "
+              f"auth={probe.auth.mechanism} every {probe.interval:g}s "
+              f"(timeout {probe.timeout:g}s) {probe.mail_from} -> {', '.join(probe.rcpt_to)}",
+              file=out)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    command = args.command or "run"
+    if command == "check-config":
+        return check_config(args.config_file)
+    redactor = configure_logging(args.log_level, args.log_format)
+    if command == "probe":
+        from m365_smtp_exporter.probe_command import run_probe_command
+
+        config = _load(args.config_file, sys.stderr)
+        if config is None:
+            return EXIT_CONFIG
+        return asyncio.run(run_probe_command(config, args.name, sys.stdout))
+    if command in ("demo", "emulator"):
+        from m365_smtp_exporter.demo import run_demo_command
+
+        return run_demo_command(command, args)
+    config = _load(args.config_file, sys.stderr)
+    if config is None:
+        return EXIT_CONFIG
+    return asyncio.run(_serve(config, args, redactor))
+
+
+async def _serve(config: Config, args: argparse.Namespace, redactor: Redactor) -> int:
+    from m365_smtp_exporter.app import Exporter
+
+    exporter = Exporter(config, config_path=args.config_file, listen_address=args.listen_address,
+                        redactor=redactor)
+    try:
+        await exporter.serve_forever()
+    except OSError as exc:
+        print(f"cannot listen on {args.listen_address}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

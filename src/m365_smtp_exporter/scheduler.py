@@ -1,0 +1,115 @@
+"""APScheduler wiring: one job per probe (and later per tenant pull), interval plus jitter.
+
+`max_instances=1` and coalescing keep a slow or hung job from piling up runs: a run that would
+overlap is skipped and counted, never queued (each probe run spends real sending quota).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from m365_smtp_exporter.store import ResultsStore
+
+log = structlog.get_logger(__name__)
+
+JobFunc = Callable[[], Awaitable[bool]]  # returns True on success
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    job_id: str  # e.g. "probe:submission"; also the `job` label
+    func: JobFunc
+    interval: float
+    jitter: float
+    first_delay: float = 0.0
+
+
+class JobScheduler:
+    def __init__(self, store: ResultsStore, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._monotonic = monotonic
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._specs: dict[str, JobSpec] = {}
+        self._running: set[asyncio.Task[object]] = set()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    def sync(self, specs: list[JobSpec]) -> None:
+        """Make the scheduled jobs exactly `specs`; unchanged jobs keep their timing."""
+        wanted = {spec.job_id: spec for spec in specs}
+        for job_id in list(self._specs):
+            if job_id not in wanted:
+                self._scheduler.remove_job(job_id)
+                del self._specs[job_id]
+                self._store.forget_job(job_id)
+        for job_id, spec in wanted.items():
+            old = self._specs.get(job_id)
+            if old is not None and (old.interval, old.jitter) == (spec.interval, spec.jitter):
+                self._specs[job_id] = spec
+                self._scheduler.modify_job(job_id, args=(spec,))
+                continue
+            self._specs[job_id] = spec
+            self._scheduler.add_job(
+                self._run,
+                IntervalTrigger(seconds=spec.interval, jitter=spec.jitter or None),
+                args=(spec,),
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(spec.interval / 2)),
+                next_run_time=datetime.now(UTC) + timedelta(seconds=spec.first_delay),
+            )
+
+    async def run_now(self, job_id: str) -> bool:
+        spec = self._specs[job_id]
+        return await self._run(spec)
+
+    async def _run(self, spec: JobSpec) -> bool:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        started = self._monotonic()
+        ok = False
+        try:
+            ok = await spec.func()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A job must never take the scheduler down; the failure is counted and logged.
+            log.exception("job crashed", job=spec.job_id)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+        self._store.record_job(spec.job_id, "success" if ok else "failure",
+                               self._monotonic() - started)
+        return ok
+
+    def _on_skipped(self, event: JobExecutionEvent) -> None:
+        if event.job_id in self._specs:
+            self._store.record_job(event.job_id, "skipped", None)
+            log.warning("job run skipped, previous run still in progress", job=event.job_id)

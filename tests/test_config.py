@@ -1,0 +1,167 @@
+"""Configuration loading: every invalid file names its field, secrets stay secret."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from m365_smtp_exporter.cli import EXIT_CONFIG, EXIT_OK, check_config
+from m365_smtp_exporter.config import ConfigError, load_config, parse_config
+
+TESTDATA = Path(__file__).parent.parent / "testdata"
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+INVALID: dict[str, list[str]] = {
+    "invalid-address.yml": [
+        "probes[0].mail_from: 'probe' is not an e-mail address",
+        "probes[0].rcpt_to[1]: 'not an address' is not an e-mail address",
+    ],
+    "invalid-duplicate-name.yml": ["probes[1].name: duplicate probe name 'submission'"],
+    "invalid-duration.yml": ["probes[0].interval: must be a duration like 30s, 5m or 1h"],
+    "invalid-env-missing.yml": [
+        "tenants.contoso.client_secret: environment variable M365_TEST_UNSET_VARIABLE is not set"
+    ],
+    "invalid-insecure-auth.yml": [
+        "probes[0].auth.mechanism: plain over an unencrypted connection (tls: none) would send "
+        "credentials in clear text; set allow_insecure_auth: true to allow it"
+    ],
+    "invalid-login-without-password.yml": [
+        "probes[0].auth.password: mechanism login needs password or password_file"
+    ],
+    "invalid-missing-host.yml": ["probes[0].host: Field required"],
+    "invalid-missing-secret-file.yml": [
+        "tenants.contoso.client_secret_file: cannot read /nonexistent/graph-secret: "
+        "No such file or directory"
+    ],
+    "invalid-multiple-errors.yml": [
+        "tenants.bad name!: 'bad name!' is not a valid name (letters, digits, '_', '.', '-')",
+        "probes[0].port: Input should be greater than or equal to 1",
+        "probes[1].name: Field required",
+        "probes[1].auth.mechanism: Input should be 'xoauth2', 'login', 'plain' or 'none'",
+    ],
+    "invalid-no-recipients.yml": [
+        "probes[0].rcpt_to: List should have at least 1 item after validation, not 0"
+    ],
+    "invalid-port.yml": ["probes[0].port: Input should be less than or equal to 65535"],
+    "invalid-timeout-longer-than-interval.yml": [
+        "probes[0].timeout: 60s is longer than the interval (30s)"
+    ],
+    "invalid-tls-mode.yml": ["probes[0].tls: Input should be 'starttls', 'implicit' or 'none'"],
+    "invalid-top-level.yml": ["{path}: top level must be a mapping"],
+    "invalid-two-credentials.yml": [
+        "tenants.contoso.certificate_file: give only one of client_secret, client_secret_file, "
+        "certificate_file (got client_secret, certificate_file)"
+    ],
+    "invalid-unknown-field.yml": ["probes[0].intervall: unknown field"],
+    "invalid-unknown-tenant.yml": ["probes[0].tenant: unknown tenant 'fabrikam'"],
+    "invalid-xoauth2-without-tenant.yml": [
+        "probes[0].auth.mechanism: xoauth2 needs the probe's tenant to name a configured "
+        "tenant with app credentials"
+    ],
+    "invalid-yaml.yml": [
+        "{path}: expected ',' or ']', but got '<stream end>' at line 4, column 1"
+    ],
+}
+
+
+def test_every_invalid_file_has_expected_messages() -> None:
+    on_disk = {p.name for p in TESTDATA.glob("invalid-*.yml")}
+    assert on_disk == set(INVALID)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_invalid_config_messages(name: str) -> None:
+    path = TESTDATA / name
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    expected = [line.format(path=path) for line in INVALID[name]]
+    assert caught.value.errors == expected
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_check_config_exits_2_and_prints_each_error(name: str) -> None:
+    out = io.StringIO()
+    assert check_config(TESTDATA / name, out) == EXIT_CONFIG
+    text = out.getvalue()
+    for line in INVALID[name]:
+        assert line.format(path=TESTDATA / name) in text
+
+
+def test_valid_config_with_env_secrets() -> None:
+    env = {"CONTOSO_SECRET": "canary-graph-secret-0451", "PROBE_PASSWORD": "canary-pw-7788"}
+    config = load_config(TESTDATA / "valid-full.yml", env=env)
+    tenant = config.tenants["contoso"]
+    assert tenant.client_secret is not None
+    assert tenant.client_secret.get_secret_value() == "canary-graph-secret-0451"
+    relay = config.probe("relay-password")
+    assert relay is not None
+    assert relay.interval == 300.0 and relay.timeout == 45.0 and relay.tls == "implicit"
+    assert relay.target == "mail.example.net:465"
+    submission = config.probe("submission")
+    assert submission is not None
+    assert (submission.port, submission.tls, submission.tls_verify) == (587, "starttls", True)
+    # secrets never show in reprs or dumps
+    for text in (repr(config), str(config.model_dump()), config.model_dump_json()):
+        assert "canary-graph-secret-0451" not in text
+        assert "canary-pw-7788" not in text
+
+
+def test_secret_file_is_read_and_stripped(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("file-canary-secret\n")
+    config = parse_config(
+        f"""
+probes:
+  - name: p
+    host: mail.example.net
+    auth: {{mechanism: plain, username: u@example.net, password_file: {secret}}}
+    mail_from: u@example.net
+    rcpt_to: [u@example.net]
+""",
+        env={},
+    )
+    password = config.probes[0].auth.password
+    assert password is not None and password.get_secret_value() == "file-canary-secret"
+
+
+def test_secret_values_never_in_error_messages() -> None:
+    # A validation error on a secret field must not echo the secret back.
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            """
+tenants:
+  t: {tenant_id: x, client_id: y, client_secret: [canary-in-a-list-991]}
+""",
+            env={},
+        )
+    assert "canary-in-a-list-991" not in str(caught.value)
+    assert caught.value.errors == ["tenants.t.client_secret: Input should be a valid string"]
+
+
+def test_durations() -> None:
+    config = parse_config(
+        """
+probes:
+  - {name: a, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 2h, timeout: 1500ms}
+  - {name: b, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 90, timeout: 7.5}
+""",
+        env={},
+    )
+    assert [(p.interval, p.timeout) for p in config.probes] == [(7200.0, 1.5), (90.0, 7.5)]
+
+
+def test_empty_file_is_a_valid_empty_config() -> None:
+    config = parse_config("", env={})
+    assert config.probes == [] and config.tenants == {}
+
+
+def test_examples_are_valid() -> None:
+    examples = sorted(EXAMPLES.glob("*.yml"))
+    assert examples
+    env = {"M365_CLIENT_SECRET": "example-secret", "SMTP_PASSWORD": "example-password"}
+    for example in examples:
+        out = io.StringIO()
+        assert check_config(example, out, env=env) == EXIT_OK, out.getvalue()
+        assert "OK" in out.getvalue()
