@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
@@ -40,12 +41,19 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
 
 def config_secrets(config: Config) -> list[str]:
     """Every secret value in a configuration, for the log redactor."""
-    secrets = [t.client_secret.get_secret_value() for t in config.tenants.values()
-               if t.client_secret is not None]
-    secrets += [t.certificate_password.get_secret_value() for t in config.tenants.values()
-                if t.certificate_password is not None]
-    secrets += [p.auth.password.get_secret_value() for p in config.probes
-                if p.auth.password is not None]
+    secrets = [
+        t.client_secret.get_secret_value()
+        for t in config.tenants.values()
+        if t.client_secret is not None
+    ]
+    secrets += [
+        t.certificate_password.get_secret_value()
+        for t in config.tenants.values()
+        if t.certificate_password is not None
+    ]
+    secrets += [
+        p.auth.password.get_secret_value() for p in config.probes if p.auth.password is not None
+    ]
     return secrets
 
 
@@ -63,7 +71,7 @@ class Exporter:
         redactor: Redactor | None = None,
         token_provider_factory: TokenProviderFactory = AzureTokenProvider,
         probe_runner: ProbeRunner = run_probe,
-        middlewares: list[web.Middleware] | None = None,
+        middlewares: list[Middleware] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -91,8 +99,9 @@ class Exporter:
     async def start(self) -> None:
         self._apply(self.config)
         self.scheduler.start()
-        app = create_web_app(self.exposition, self.store, self.reload, self.ready,
-                             self._middlewares)
+        app = create_web_app(
+            self.exposition, self.store, self.reload, self.ready, self._middlewares
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_listen_address(self.listen_address)
@@ -100,8 +109,12 @@ class Exporter:
         await site.start()
         address = self._runner.addresses[0]
         self.bound_port = int(address[1])
-        log.info("exporter listening", address=f"{host or '0.0.0.0'}:{self.bound_port}",
-                 probes=len(self.config.probes), tenants=len(self.config.tenants))
+        log.info(
+            "exporter listening",
+            address=f"{host or '*'}:{self.bound_port}",
+            probes=len(self.config.probes),
+            tenants=len(self.config.tenants),
+        )
 
     async def stop(self) -> None:
         await self.scheduler.stop()
@@ -145,8 +158,9 @@ class Exporter:
                 config = load_config(self.config_path)
             except ConfigError as exc:
                 self.store.record_reload(False)
-                log.error("config reload failed, keeping the running configuration",
-                          errors=exc.errors)
+                log.error(
+                    "config reload failed, keeping the running configuration", errors=exc.errors
+                )
                 return False, exc.errors
             await self._close_changed_providers(config)
             self.config = config

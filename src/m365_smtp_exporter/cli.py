@@ -23,17 +23,27 @@ def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--config.file", dest="config_file", type=Path,
-                        default=default(Path("m365-smtp-exporter.yml")),
-                        help="configuration file (default: %(default)s)")
-    parser.add_argument("--web.listen-address", dest="listen_address",
-                        default=default(DEFAULT_LISTEN_ADDRESS),
-                        help="address for /metrics and the status page (default: :9587)")
-    parser.add_argument("--log.level", dest="log_level", choices=LEVELS,
-                        default=default("info"))
-    parser.add_argument("--log.format", dest="log_format",
-                        choices=("auto", "json", "logfmt", "console"), default=default("auto"),
-                        help="auto: console on a terminal, JSON otherwise")
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        type=Path,
+        default=default(Path("m365-smtp-exporter.yml")),
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=default(DEFAULT_LISTEN_ADDRESS),
+        help="address for /metrics and the status page (default: :9587)",
+    )
+    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default=default("info"))
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=("auto", "json", "logfmt", "console"),
+        default=default("auto"),
+        help="auto: console on a terminal, JSON otherwise",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,25 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the exporter (default)")
     _common_flags(run, suppress=True)
-    probe = commands.add_parser("probe", help="run one configured probe now and show the"
-                                " SMTP conversation (exit 0 on success, 1 on failure)")
+    probe = commands.add_parser(
+        "probe",
+        help="run one configured probe now and show the"
+        " SMTP conversation (exit 0 on success, 1 on failure)",
+    )
     _common_flags(probe, suppress=True)
     probe.add_argument("name", help="probe name from the configuration")
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     _common_flags(check, suppress=True)
-    demo = commands.add_parser("demo", help="run the Microsoft 365 emulator, mail traffic "
-                               "and the exporter together, with a built-in configuration")
+    demo = commands.add_parser(
+        "demo",
+        help="run the Microsoft 365 emulator, mail traffic "
+        "and the exporter together, with a built-in configuration",
+    )
     _common_flags(demo, suppress=True)
     demo.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int, default=2587)
     demo.add_argument("--emulator.http-port", dest="emulator_http_port", type=int, default=9588)
     emulator = commands.add_parser("emulator", help="run only the Microsoft 365 emulator")
     _common_flags(emulator, suppress=True)
-    emulator.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int,
-                          default=2587)
-    emulator.add_argument("--emulator.http-port", dest="emulator_http_port", type=int,
-                          default=9588)
-    emulator.add_argument("--emulator.world", dest="emulator_world", type=Path, default=None,
-                          help="YAML file of tenants and mailboxes (default: built-in demo world)")
+    emulator.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int, default=2587)
+    emulator.add_argument("--emulator.http-port", dest="emulator_http_port", type=int, default=9588)
+    emulator.add_argument(
+        "--emulator.world",
+        dest="emulator_world",
+        type=Path,
+        default=None,
+        help="YAML file of tenants and mailboxes (default: built-in demo world)",
+    )
     return parser
 
 
@@ -78,22 +97,25 @@ def _load(path: Path, out: TextIO, env: Mapping[str, str] | None = None) -> Conf
         return None
 
 
-def check_config(
-    path: Path, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None
-) -> int:
+def check_config(path: Path, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None) -> int:
     config = _load(path, out, env)
     if config is None:
         return EXIT_CONFIG
     print(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.probes)} probe(s)", file=out)
     for name, tenant in config.tenants.items():
-        credential = "certificate" if tenant.certificate_file else (
-            "client secret" if tenant.client_secret else "no credentials")
+        credential = (
+            "certificate"
+            if tenant.certificate_file
+            else ("client secret" if tenant.client_secret else "no credentials")
+        )
         print(f"  tenant {name}: tenant_id {tenant.tenant_id}, {credential}", file=out)
     for probe in config.probes:
-        print(f"  probe {probe.name}: {probe.target} tls={probe.tls} "
-              f"auth={probe.auth.mechanism} every {probe.interval:g}s "
-              f"(timeout {probe.timeout:g}s) {probe.mail_from} -> {', '.join(probe.rcpt_to)}",
-              file=out)
+        print(
+            f"  probe {probe.name}: {probe.target} tls={probe.tls} "
+            f"auth={probe.auth.mechanism} every {probe.interval:g}s "
+            f"(timeout {probe.timeout:g}s) {probe.mail_from} -> {', '.join(probe.rcpt_to)}",
+            file=out,
+        )
     return EXIT_OK
 
 
@@ -125,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(config: Config, args: argparse.Namespace, redactor: Redactor) -> int:
     from m365_smtp_exporter.app import Exporter
 
-    exporter = Exporter(config, config_path=args.config_file, listen_address=args.listen_address,
-                        redactor=redactor)
+    exporter = Exporter(
+        config, config_path=args.config_file, listen_address=args.listen_address, redactor=redactor
+    )
     try:
         await exporter.serve_forever()
     except OSError as exc:

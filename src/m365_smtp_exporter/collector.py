@@ -104,8 +104,18 @@ class StoreCollector(Collector):
                 tls_info.add_metric([*labels, last.tls.version, last.tls.cipher], 1.0)
                 if last.tls.cert_not_after is not None:
                     cert_expiry.add_metric(labels, last.tls.cert_not_after)
-        yield from (success, last_run, last_success, phases, duration, probes_total, failures,
-                    replies, tls_info, cert_expiry)
+        yield from (
+            success,
+            last_run,
+            last_success,
+            phases,
+            duration,
+            probes_total,
+            failures,
+            replies,
+            tls_info,
+            cert_expiry,
+        )
 
     @staticmethod
     def _add_counters(

@@ -108,8 +108,10 @@ class TenantConfig(StrictModel):
             if getattr(self, name) is not None
         ]
         if len(given) > 1:
-            raise ValueError(f"{given[1]}: give only one of client_secret, client_secret_file,"
-                             f" certificate_file (got {', '.join(given)})")
+            raise ValueError(
+                f"{given[1]}: give only one of client_secret, client_secret_file,"
+                f" certificate_file (got {', '.join(given)})"
+            )
         if self.client_secret_file is not None:
             secret = _read_secret_file("client_secret_file", self.client_secret_file)
             object.__setattr__(self, "client_secret", secret)
@@ -139,8 +141,9 @@ class AuthConfig(StrictModel):
             if not self.username:
                 raise ValueError(f"username: mechanism {self.mechanism} needs a username")
             if self.password is None:
-                raise ValueError(f"password: mechanism {self.mechanism} needs password or "
-                                 "password_file")
+                raise ValueError(
+                    f"password: mechanism {self.mechanism} needs password or password_file"
+                )
         if self.mechanism == "xoauth2" and not self.username:
             raise ValueError("username: mechanism xoauth2 needs the mailbox to send as")
         return self
@@ -178,13 +181,10 @@ class ProbeConfig(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.timeout > self.interval:
-            raise ValueError(f"timeout: {self.timeout:g}s is longer than the interval "
-                             f"({self.interval:g}s)")
-        if (
-            self.tls == "none"
-            and self.auth.mechanism != "none"
-            and not self.allow_insecure_auth
-        ):
+            raise ValueError(
+                f"timeout: {self.timeout:g}s is longer than the interval ({self.interval:g}s)"
+            )
+        if self.tls == "none" and self.auth.mechanism != "none" and not self.allow_insecure_auth:
             raise ValueError(
                 f"auth.mechanism: {self.auth.mechanism} over an unencrypted connection "
                 "(tls: none) would send credentials in clear text; set "
@@ -214,11 +214,15 @@ class Config(StrictModel):
             if probe.auth.mechanism == "xoauth2":
                 tenant = self.tenants.get(probe.tenant or "")
                 if tenant is None:
-                    errors.append(f"probes[{index}].auth.mechanism: xoauth2 needs the probe's "
-                                  "tenant to name a configured tenant with app credentials")
+                    errors.append(
+                        f"probes[{index}].auth.mechanism: xoauth2 needs the probe's "
+                        "tenant to name a configured tenant with app credentials"
+                    )
                 elif not tenant.has_credentials:
-                    errors.append(f"probes[{index}].auth.mechanism: tenant {probe.tenant!r} has "
-                                  "no client_secret, client_secret_file or certificate_file")
+                    errors.append(
+                        f"probes[{index}].auth.mechanism: tenant {probe.tenant!r} has "
+                        "no client_secret, client_secret_file or certificate_file"
+                    )
         if errors:
             raise ValueError("\n".join(errors))
         return self
@@ -267,11 +271,14 @@ def _format_errors(exc: ValidationError) -> list[str]:
 def _expand_env(node: Any, path: str, env: Mapping[str, str], errors: list[str]) -> Any:
     """Replace ${VAR} in every string value; a missing variable is an error at that field."""
     if isinstance(node, dict):
-        return {key: _expand_env(value, _join(path, str(key)), env, errors)
-                for key, value in node.items()}
+        return {
+            key: _expand_env(value, _join(path, str(key)), env, errors)
+            for key, value in node.items()
+        }
     if isinstance(node, list):
         return [_expand_env(value, f"{path}[{i}]", env, errors) for i, value in enumerate(node)]
     if isinstance(node, str):
+
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
@@ -287,7 +294,9 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def parse_config(text: str, env: Mapping[str, str] | None = None, source: str = "<config>") -> Config:
+def parse_config(
+    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
+) -> Config:
     """Parse and validate YAML text. Raises ConfigError listing every problem."""
     try:
         raw = yaml.safe_load(text)

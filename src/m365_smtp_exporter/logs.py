@@ -14,8 +14,9 @@ LogFormat = Literal["auto", "json", "logfmt", "console"]
 LEVELS = ("debug", "info", "warning", "error")
 
 _REDACTED = "<redacted>"
-_SENSITIVE_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|credential|assertion)",
-                             re.IGNORECASE)
+_SENSITIVE_KEYS = re.compile(
+    r"(pass(word)?|secret|token|authorization|credential|assertion)", re.IGNORECASE
+)
 # Bearer tokens, JWTs and SASL XOAUTH2 payloads can show up inside library error texts.
 _SENSITIVE_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
@@ -46,8 +47,10 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {k: _REDACTED if _SENSITIVE_KEYS.search(str(k)) else self.value(v)
-                    for k, v in value.items()}
+            return {
+                k: _REDACTED if _SENSITIVE_KEYS.search(str(k)) else self.value(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return type(value)(self.value(v) for v in value)
         if isinstance(value, BaseException):

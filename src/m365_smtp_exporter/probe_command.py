@@ -24,8 +24,10 @@ def format_result(result: ProbeResult) -> str:
         lines.append(f"tls: {result.tls.version} {result.tls.cipher}")
     lines.append("")
     if result.success:
-        lines.append(f"result: OK, message {result.message_id} accepted for "
-                     f"{result.recipients_accepted} recipient(s)")
+        lines.append(
+            f"result: OK, message {result.message_id} accepted for "
+            f"{result.recipients_accepted} recipient(s)"
+        )
     else:
         phase = result.failed_phase.value if result.failed_phase else "?"
         reason = result.reason.value if result.reason else "unknown"
@@ -34,8 +36,10 @@ def format_result(result: ProbeResult) -> str:
             lines.append(f"detail: {result.detail}")
         for rejection in result.rejections:
             reply = rejection.reply
-            lines.append(f"reply:  {reply.code} {reply.enhanced_code} ({rejection.category}, "
-                         f"{'recoverable' if rejection.recoverable else 'needs an admin'})")
+            lines.append(
+                f"reply:  {reply.code} {reply.enhanced_code} ({rejection.category}, "
+                f"{'recoverable' if rejection.recoverable else 'needs an admin'})"
+            )
         hint = hint_for(result)
         if hint:
             lines.append(f"hint:   {hint}")

@@ -34,7 +34,9 @@ class JobSpec:
 
 
 class JobScheduler:
-    def __init__(self, store: ResultsStore, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: ResultsStore, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._store = store
         self._monotonic = monotonic
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -105,8 +107,9 @@ class JobScheduler:
         finally:
             if task is not None:
                 self._running.discard(task)
-        self._store.record_job(spec.job_id, "success" if ok else "failure",
-                               self._monotonic() - started)
+        self._store.record_job(
+            spec.job_id, "success" if ok else "failure", self._monotonic() - started
+        )
         return ok
 
     def _on_skipped(self, event: JobExecutionEvent) -> None:

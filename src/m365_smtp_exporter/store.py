@@ -15,7 +15,21 @@ from m365_smtp_exporter.smtp.result import ProbeResult
 
 # Seconds; SMTP submission to Microsoft 365 usually takes 0.5-3 s, a stalled phase 30 s.
 PROBE_DURATION_BUCKETS: tuple[float, ...] = (
-    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    60.0,
 )
 JOB_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -23,7 +37,7 @@ JOB_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 
 class Histogram:
     """Cumulative-bucket histogram state, rendered by the collector."""
 
-    __slots__ = ("bounds", "counts", "count", "sum")
+    __slots__ = ("bounds", "count", "counts", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)

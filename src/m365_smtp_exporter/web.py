@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from m365_smtp_exporter import __version__
 from m365_smtp_exporter.exposition import CONTENT_TYPE, CachedExposition
@@ -17,8 +18,8 @@ ReadyFunc = Callable[[], bool]
 
 EXPOSITION_KEY = web.AppKey("exposition", CachedExposition)
 STORE_KEY = web.AppKey("store", ResultsStore)
-RELOAD_KEY = web.AppKey("reload", ReloadFunc)
-READY_KEY = web.AppKey("ready", ReadyFunc)
+RELOAD_KEY: web.AppKey[ReloadFunc] = web.AppKey("reload")
+READY_KEY: web.AppKey[ReadyFunc] = web.AppKey("ready")
 
 
 def create_web_app(
@@ -26,7 +27,7 @@ def create_web_app(
     store: ResultsStore,
     reload: ReloadFunc,
     ready: ReadyFunc,
-    middlewares: list[web.Middleware] | None = None,
+    middlewares: list[Middleware] | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=middlewares or [])
     app[EXPOSITION_KEY] = exposition
@@ -61,8 +62,10 @@ async def _reload(request: web.Request) -> web.Response:
     ok, errors = await request.app[RELOAD_KEY]()
     if ok:
         return web.Response(text="Configuration reloaded.\n")
-    return web.Response(status=500, text="Reload failed, keeping the running configuration:\n"
-                        + "\n".join(errors) + "\n")
+    return web.Response(
+        status=500,
+        text="Reload failed, keeping the running configuration:\n" + "\n".join(errors) + "\n",
+    )
 
 
 def _time(ts: float) -> str:
@@ -81,20 +84,25 @@ def _probe_row(series: ProbeSeries) -> str:
         detail = last.detail
         when = _time(last.started_at)
         took = f"{last.duration:.3f} s"
-    return (f"<tr><td><a href='#{e(series.probe)}'>{e(series.probe)}</a></td>"
-            f"<td>{e(series.tenant)}</td><td>{e(series.target)}</td>"
-            f"<td class='{'ok' if status == 'ok' else 'bad'}'>{e(status)}</td>"
-            f"<td>{e(when)}</td><td>{e(took)}</td><td>{e(detail)}</td></tr>")
+    return (
+        f"<tr><td><a href='#{e(series.probe)}'>{e(series.probe)}</a></td>"
+        f"<td>{e(series.tenant)}</td><td>{e(series.target)}</td>"
+        f"<td class='{'ok' if status == 'ok' else 'bad'}'>{e(status)}</td>"
+        f"<td>{e(when)}</td><td>{e(took)}</td><td>{e(detail)}</td></tr>"
+    )
 
 
 def _transcript(series: ProbeSeries) -> str:
     last = series.last
     if last is None:
         return ""
-    lines = "\n".join(f"{line.elapsed:8.3f}  {line.direction}: {line.text}"
-                      for line in last.transcript)
-    return (f"<h3 id='{html.escape(series.probe)}'>{html.escape(series.probe)}</h3>"
-            f"<pre>{html.escape(lines)}</pre>")
+    lines = "\n".join(
+        f"{line.elapsed:8.3f}  {line.direction}: {line.text}" for line in last.transcript
+    )
+    return (
+        f"<h3 id='{html.escape(series.probe)}'>{html.escape(series.probe)}</h3>"
+        f"<pre>{html.escape(lines)}</pre>"
+    )
 
 
 async def _landing(request: web.Request) -> web.Response:

@@ -38,6 +38,8 @@ def hint_for(result: ProbeResult) -> str:
         if hint:
             return hint
     if result.reason == Reason.CONNECT_TIMEOUT and result.target.endswith(":25"):
-        return ("Port 25 is blocked on many networks; client submission to Microsoft 365 "
-                "uses smtp.office365.com:587 with STARTTLS.")
+        return (
+            "Port 25 is blocked on many networks; client submission to Microsoft 365 "
+            "uses smtp.office365.com:587 with STARTTLS."
+        )
     return _REASON_HINTS.get(result.reason, "") if result.reason else ""
