@@ -58,11 +58,9 @@ async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def wait_for(
-    port: int, name: str, expected: float, timeout: float = 15.0, **labels: str
-) -> str:
+async def wait_for(port: int, name: str, expected: float, **labels: str) -> str:
     """Scrape until `name{labels}` equals `expected`; returns that exposition."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + 15.0
     while True:
         _, text = await scrape(port)
         if value(text, name, **labels) == expected:
@@ -131,10 +129,12 @@ async def test_probe_success_failure_recovery_and_reload(
 
         # a bad config on reload keeps the old one and says so
         config_path.write_text("probes: [{name: broken}]\n")
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{port}/-/reload") as response:
-                assert response.status == 500
-                assert "probes[0].host: Field required" in await response.text()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{port}/-/reload") as response,
+        ):
+            assert response.status == 500
+            assert "probes[0].host: Field required" in await response.text()
         _, text = await scrape(port)
         assert value(text, "m365_exporter_config_last_reload_successful") == 0
         assert value(text, "m365_smtp_probe_success", probe="local") == 1
@@ -143,9 +143,11 @@ async def test_probe_success_failure_recovery_and_reload(
         config_path.write_text(
             config_text(smtp_server.port, ca_file).replace("name: local", "name: renamed")
         )
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{port}/-/reload") as response:
-                assert response.status == 200
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{port}/-/reload") as response,
+        ):
+            assert response.status == 200
         text = await wait_for(port, "m365_smtp_probe_success", 1.0, probe="renamed")
         assert value(text, "m365_exporter_config_last_reload_successful") == 1
         assert value(text, "m365_smtp_probe_success", probe="local") is None
