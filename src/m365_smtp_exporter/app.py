@@ -19,7 +19,7 @@ from m365_smtp_exporter.config import Config, ConfigError, ProbeConfig, TenantCo
 from m365_smtp_exporter.exposition import CachedExposition
 from m365_smtp_exporter.logs import Redactor
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
-from m365_smtp_exporter.smtp.probe import run_probe
+from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
 from m365_smtp_exporter.smtp.result import ProbeResult
 from m365_smtp_exporter.store import ResultsStore
 from m365_smtp_exporter.web import create_web_app
@@ -209,8 +209,12 @@ class Exporter:
         return job
 
     async def run_probe(self, probe: ProbeConfig) -> ProbeResult:
-        provider = self.token_provider(probe.tenant) if probe.auth.mechanism == "xoauth2" else None
-        result = await self._probe_runner(probe, token_provider=provider)
+        provider = None
+        scope = SMTP_SCOPE
+        if probe.auth.mechanism == "xoauth2" and probe.tenant is not None:
+            provider = self.token_provider(probe.tenant)
+            scope = self.config.tenants[probe.tenant].smtp_scope
+        result = await self._probe_runner(probe, token_provider=provider, token_scope=scope)
         self.store.record_probe(result)
         rejection = result.last_rejection
         log.log(

@@ -7,7 +7,7 @@ from typing import TextIO
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.smtp.hints import hint_for
-from m365_smtp_exporter.smtp.probe import run_probe
+from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
 from m365_smtp_exporter.smtp.result import ProbeResult
 
 
@@ -29,9 +29,9 @@ def format_result(result: ProbeResult) -> str:
             f"{result.recipients_accepted} recipient(s)"
         )
     else:
-        phase = result.failed_phase.value if result.failed_phase else "?"
+        failed = result.failed_phase.value if result.failed_phase else "?"
         reason = result.reason.value if result.reason else "unknown"
-        lines.append(f"result: FAILED in phase {phase}, reason {reason}")
+        lines.append(f"result: FAILED in phase {failed}, reason {reason}")
         if result.detail:
             lines.append(f"detail: {result.detail}")
         for rejection in result.rejections:
@@ -53,10 +53,12 @@ async def run_probe_command(config: Config, name: str, out: TextIO) -> int:
         print(f"no probe named {name!r} in the configuration (configured: {known})", file=out)
         return 2
     provider: TokenProvider | None = None
+    scope = SMTP_SCOPE
     if probe.auth.mechanism == "xoauth2" and probe.tenant is not None:
         provider = AzureTokenProvider(config.tenants[probe.tenant])
+        scope = config.tenants[probe.tenant].smtp_scope
     try:
-        result = await run_probe(probe, token_provider=provider)
+        result = await run_probe(probe, token_provider=provider, token_scope=scope)
     finally:
         if provider is not None:
             await provider.close()

@@ -1,0 +1,83 @@
+"""TLS for the send probe: the client SSL context a probe config asks for, and what a
+finished handshake tells us (version, cipher, certificate expiry)."""
+
+from __future__ import annotations
+
+import ssl
+
+from cryptography import x509
+
+from m365_smtp_exporter.config import ProbeConfig
+from m365_smtp_exporter.smtp.result import Reason, TlsFacts
+
+_MIN_VERSIONS = {
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+# OpenSSL reason codes that mean "client and server share no protocol version", as opposed
+# to other handshake failures; Exchange Online refuses TLS 1.0/1.1 this way.
+_VERSION_MISMATCH = frozenset(
+    {
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "UNSUPPORTED_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE",
+        "NO_SUPPORTED_VERSIONS_ENABLED",
+        "VERSION_TOO_LOW",
+        "VERSION_TOO_HIGH",
+        "WRONG_SSL_VERSION",
+    }
+)
+
+
+def build_ssl_context(config: ProbeConfig) -> ssl.SSLContext:
+    """A client context: system CAs (or only `ca_file` when given), hostname checking,
+    and `min_version`; `tls_verify: false` turns certificate verification off.
+
+    Loads CA files from disk: call it off the event loop (`asyncio.to_thread`).
+    """
+    cafile = str(config.ca_file) if config.ca_file is not None else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    context.minimum_version = _MIN_VERSIONS[config.min_version]
+    if not config.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def server_hostname(config: ProbeConfig) -> str:
+    """The name sent as SNI and checked against the certificate."""
+    return config.server_name or config.host
+
+
+def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | None:
+    """Version, cipher and certificate expiry of an established TLS session.
+
+    The certificate is read in binary form and parsed here because `getpeercert()`
+    returns an empty dict when verification is off.
+    """
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    der = ssl_object.getpeercert(binary_form=True)
+    not_after = None
+    if der:
+        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+    return TlsFacts(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        cert_not_after=not_after,
+    )
+
+
+def handshake_failure(exc: ssl.SSLError) -> tuple[Reason, str]:
+    """The failure reason and a one-line description of a failed TLS handshake."""
+    # OpenSSL fills `reason` and `verify_message`; an SSLError raised elsewhere may lack them
+    reason: str | None = getattr(exc, "reason", None)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = getattr(exc, "verify_message", None) or exc.strerror or "unknown reason"
+        return Reason.TLS_VERIFY, f"certificate verification failed: {why}"
+    what = reason or exc.strerror or type(exc).__name__
+    if reason in _VERSION_MISMATCH:
+        return Reason.TLS_VERSION, f"no common TLS version with the server: {what}"
+    return Reason.TLS_HANDSHAKE, f"TLS handshake failed: {what}"

@@ -1,0 +1,39 @@
+"""The readable SMTP conversation of one probe, with credentials kept out of it.
+
+Callers pass a display text for every client line that carries a secret; server `334`
+replies are always redacted, since they only occur inside an AUTH exchange (LOGIN
+prompts, XOAUTH2 error challenges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from m365_smtp_exporter.smtp.result import TranscriptLine
+
+REDACTED = "<redacted>"
+CLIENT = "C"
+SERVER = "S"
+_AUTH_CONTINUE = 334
+
+
+class Transcript:
+    def __init__(self, elapsed: Callable[[], float]) -> None:
+        self._elapsed = elapsed
+        self.lines: list[TranscriptLine] = []
+
+    def client(self, text: str) -> None:
+        self.lines.append(TranscriptLine(self._elapsed(), CLIENT, text))
+
+    def server(self, code: int, message: str) -> None:
+        """One reply, as the server sent it: one line per reply line, `250-` continuations."""
+        at = self._elapsed()
+        texts = [REDACTED] if code == _AUTH_CONTINUE else message.split("\n")
+        for index, text in enumerate(texts):
+            separator = "-" if index < len(texts) - 1 else " "
+            self.lines.append(TranscriptLine(at, SERVER, f"{code}{separator}{text}".rstrip()))
+
+
+def format_transcript(lines: Iterable[TranscriptLine]) -> str:
+    """Lines like `  0.012 S: 220 mail.example.com ESMTP`, for troubleshooting output."""
+    return "\n".join(f"{line.elapsed:7.3f} {line.direction}: {line.text}" for line in lines)

@@ -1,0 +1,171 @@
+"""The installed command: `probe` transcripts and exit codes, `run` with signals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import trustme
+
+from tests.support.prom import value
+from tests.support.smtpd import SubmissionServer
+
+CANARY = "canary-cli-secret-2b8d"
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[SubmissionServer]:
+    server = SubmissionServer(trustme.CA(), "probe@example.test", CANARY)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def write_config(path: Path, port: int, ca_file: Path, password: str = CANARY) -> Path:
+    path.write_text(
+        f"""
+probes:
+  - name: local
+    host: 127.0.0.1
+    port: {port}
+    ca_file: {ca_file}
+    auth: {{mechanism: login, username: probe@example.test, password_file: {path.parent / "pw"}}}
+    mail_from: probe@example.test
+    rcpt_to: [inbox@example.test]
+    interval: 2s
+    timeout: 2s
+    jitter: 0s
+"""
+    )
+    (path.parent / "pw").write_text(password + "\n")
+    return path
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "m365_smtp_exporter",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_probe_command_success(smtp_server: SubmissionServer, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yml", smtp_server.port, smtp_server.write_ca(tmp_path))
+    code, out, err = await run_cli("probe", "local", "--config.file", str(config))
+    assert code == 0, out + err
+    assert "result: OK" in out
+    assert "STARTTLS" in out and "AUTH LOGIN" in out
+    assert "phase times:" in out and "total" in out
+    assert CANARY not in out + err
+
+
+async def test_probe_command_failure_shows_reason_and_hint(
+    smtp_server: SubmissionServer, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "c.yml", smtp_server.port, smtp_server.write_ca(tmp_path), "wrong-password"
+    )
+    code, out, err = await run_cli("probe", "local", "--config.file", str(config))
+    assert code == 1, out + err
+    assert "result: FAILED in phase auth, reason auth_failed" in out
+    assert "reply:  535" in out
+
+
+async def test_probe_command_refused_port(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    config = write_config(tmp_path / "c.yml", port, ca)
+    code, out, _ = await run_cli("probe", "local", "--config.file", str(config))
+    assert code == 1
+    assert "reason connect_refused" in out
+    assert "hint:" in out
+
+
+async def test_probe_command_unknown_probe(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    config = write_config(tmp_path / "c.yml", 25, ca)
+    code, out, _ = await run_cli("probe", "nope", "--config.file", str(config))
+    assert code == 2
+    assert "no probe named 'nope'" in out and "local" in out
+
+
+async def test_config_error_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("probes: [{name: x, host: h, port: 0, mail_from: a@b.cd, rcpt_to: [a@b.cd]}]")
+    code, _, err = await run_cli("--config.file", str(bad), "--web.listen-address", "127.0.0.1:0")
+    assert code == 2
+    assert "probes[0].port: Input should be greater than or equal to 1" in err
+
+
+async def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(
+    smtp_server: SubmissionServer, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = write_config(tmp_path / "c.yml", smtp_server.port, smtp_server.write_ca(tmp_path))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "m365_smtp_exporter",
+        "--config.file",
+        str(config),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--log.format",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        text = await scrape_until(port, lambda t: value(t, "m365_smtp_probe_success") == 1)
+        config.write_text(config.read_text().replace("name: local", "name: after-hup"))
+        process.send_signal(signal.SIGHUP)
+        text = await scrape_until(
+            port, lambda t: value(t, "m365_smtp_probe_success", probe="after-hup") == 1
+        )
+        assert value(text, "m365_smtp_probe_success", probe="local") is None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+    logs = stderr.decode()
+    assert '"event": "config reloaded"' in logs
+    assert '"event": "shutting down"' in logs
+    assert CANARY not in logs
+
+
+async def scrape_until(port: int, ok: Callable[[str], bool]) -> str:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                    text = await response.text()
+                    if ok(text):
+                        return text
+            except aiohttp.ClientConnectionError:
+                pass
+            if loop.time() > deadline:
+                raise AssertionError("condition never met")
+            await asyncio.sleep(0.2)
