@@ -40,7 +40,7 @@ class Tenant:
     name: str
     tenant_id: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
     accepted_domains: list[str]
     licenses: int = 25
     external_recipient_limit: int | None = None  # None: TERRL formula from licenses
@@ -75,7 +75,7 @@ class StoredMessage:
 class Mailbox:
     address: str
     tenant: str
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     smtp_auth_enabled: bool = True  # False -> 535 5.7.139
     basic_auth_enabled: bool = True  # False -> 550 5.7.30 for LOGIN/PLAIN
     send_as: set[str] = field(default_factory=set)  # extra From addresses allowed
@@ -178,11 +178,7 @@ class EmulatorState:
         now = self.clock()
         lo = bisect.bisect_left(self._trace_keys, start)
         hi = bisect.bisect_right(self._trace_keys, end)
-        return [
-            row
-            for row in self._trace[lo:hi]
-            if row.tenant == tenant and row.visible_at <= now
-        ]
+        return [row for row in self._trace[lo:hi] if row.tenant == tenant and row.visible_at <= now]
 
     def all_trace_rows(self) -> list[TraceRow]:
         """Every row, visible or not (ground truth for tests)."""

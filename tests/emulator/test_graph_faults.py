@@ -1,0 +1,333 @@
+"""Injected Graph and token-endpoint faults, delays, counters and the HTTP control API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from m365_smtp_exporter.emulator.graph_api import GraphSettings
+from m365_smtp_exporter.emulator.graph_faults import (
+    EndpointKind,
+    GraphFault,
+    GraphFaults,
+    InjectedFault,
+)
+from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
+from tests.emulator.conftest import ManualClock
+from tests.emulator.graph_fixtures import (
+    CONTOSO,
+    PROBE,
+    GraphService,
+    fetch_token,
+    graph_service,
+    new_state,
+)
+
+TRACES = "/v1.0/admin/exchange/tracing/messageTraces"
+MESSAGES = f"/v1.0/users/{quote(PROBE)}/messages"
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep and remembers how long the app wanted to wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+@pytest.fixture
+async def service(clock: ManualClock, sleep: RecordingSleep) -> AsyncIterator[GraphService]:
+    settings = GraphSettings(trace_requests_per_window=3)
+    async with graph_service(new_state(clock), settings=settings, sleep=sleep) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+async def token(session: aiohttp.ClientSession, service: GraphService) -> str:
+    return await fetch_token(session, service.base_url)
+
+
+async def get(
+    session: aiohttp.ClientSession, service: GraphService, path: str, token: str
+) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.get(service.base_url + path, headers=headers) as response:
+        return response.status, await response.read(), dict(response.headers)
+
+
+async def post_token(
+    session: aiohttp.ClientSession, service: GraphService
+) -> tuple[int, bytes, dict[str, str]]:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": CONTOSO.client_id,
+        "client_secret": CONTOSO.client_secret,
+        "scope": GRAPH_SCOPE,
+    }
+    url = f"{service.base_url}/{CONTOSO.tenant_id}/oauth2/v2.0/token"
+    async with session.post(url, data=form) as response:
+        return response.status, await response.read(), dict(response.headers)
+
+
+# -- the Python API
+
+
+def test_faults_are_taken_in_arming_order_by_matching_endpoint() -> None:
+    faults = GraphFaults(default_retry_after=7)
+    faults.inject(GraphFault.THROTTLED, 2, endpoint=EndpointKind.MAIL, retry_after=30)
+    faults.inject("unavailable")
+
+    assert faults.take_fault(EndpointKind.TRACE) == InjectedFault(GraphFault.UNAVAILABLE, 7)
+    assert faults.take_fault(EndpointKind.TRACE) is None
+    assert faults.take_fault(EndpointKind.MAIL) == InjectedFault(GraphFault.THROTTLED, 30)
+    assert faults.take_fault(EndpointKind.MAIL) == InjectedFault(GraphFault.THROTTLED, 30)
+    assert faults.take_fault(EndpointKind.MAIL) is None
+    assert faults.injected() == {"trace.unavailable": 1, "mail.throttled": 2}
+
+
+def test_delays_count_down_or_last_until_reset() -> None:
+    faults = GraphFaults()
+    faults.slow_down(0.5, 1, endpoint="trace")
+    faults.slow_down(2.0)
+
+    assert [faults.take_delay(EndpointKind.TRACE) for _ in range(3)] == [0.5, 2.0, 2.0]
+    faults.reset()
+    assert faults.take_delay(EndpointKind.TRACE) == 0.0
+    assert faults.injected() == {"trace.delayed": 3}
+    faults.reset_counters()
+    assert faults.injected() == {}
+
+
+@pytest.mark.parametrize(
+    "arm",
+    [
+        lambda faults: faults.inject(GraphFault.UNAVAILABLE, 0),
+        lambda faults: faults.inject("exploded"),
+        lambda faults: faults.inject(GraphFault.UNAVAILABLE, endpoint="smtp"),
+        lambda faults: faults.inject(GraphFault.THROTTLED, retry_after=-1),
+        lambda faults: faults.slow_down(-1.0),
+    ],
+)
+def test_invalid_arming_is_refused(arm: Any) -> None:
+    with pytest.raises(ValueError):
+        arm(GraphFaults())
+
+
+# -- what clients see
+
+
+async def test_unavailable_then_recovered(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.UNAVAILABLE, 2, endpoint=EndpointKind.TRACE, retry_after=5)
+
+    answers = [await get(session, service, TRACES, token) for _ in range(3)]
+
+    assert [status for status, _, _ in answers] == [503, 503, 200]
+    _, body, headers = answers[0]
+    assert headers["Retry-After"] == "5" and headers["request-id"]
+    assert json.loads(body)["error"]["code"] == "ServiceUnavailable"
+    assert service.faults.injected() == {"trace.unavailable": 2}
+    assert service.traffic.responses() == {"token.200": 1, "trace.503": 2, "trace.200": 1}
+
+
+async def test_throttled_answers_per_endpoint_kind(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.THROTTLED, 2)
+
+    trace = await get(session, service, TRACES, token)
+    mail = await get(session, service, MESSAGES, token)
+
+    assert (trace[0], json.loads(trace[1])["error"]["code"]) == (429, "TooManyRequests")
+    assert (mail[0], json.loads(mail[1])["error"]["code"]) == (429, "ApplicationThrottled")
+    assert trace[2]["Retry-After"] == mail[2]["Retry-After"] == "1"
+
+
+async def test_expired_token_is_reported_even_for_a_valid_token(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.EXPIRED_TOKEN, endpoint=EndpointKind.MAIL)
+
+    status, body, headers = await get(session, service, MESSAGES, token)
+
+    assert status == 401
+    assert json.loads(body)["error"] == {
+        "code": "InvalidAuthenticationToken",
+        "message": "Lifetime validation failed, the token is expired.",
+        "innerError": json.loads(body)["error"]["innerError"],
+    }
+    assert "WWW-Authenticate" in headers
+    assert (await get(session, service, MESSAGES, token))[0] == 200
+
+
+async def test_malformed_json_is_a_truncated_200(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.MALFORMED_JSON, endpoint=EndpointKind.TRACE)
+
+    status, body, headers = await get(session, service, TRACES, token)
+    _, complete, _ = await get(session, service, TRACES, token)
+
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+    assert body and complete.startswith(body[: len(body) - 2])
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "error", "code"),
+    [
+        (GraphFault.UNAVAILABLE, 503, "temporarily_unavailable", 90033),
+        (GraphFault.THROTTLED, 429, "temporarily_unavailable", 90055),
+        (GraphFault.EXPIRED_TOKEN, 401, "invalid_client", 7000222),
+    ],
+)
+async def test_token_endpoint_faults_speak_entra_id(
+    session: aiohttp.ClientSession,
+    service: GraphService,
+    fault: GraphFault,
+    status: int,
+    error: str,
+    code: int,
+) -> None:
+    service.faults.inject(fault, endpoint=EndpointKind.TOKEN, retry_after=3)
+
+    answered, body, headers = await post_token(session, service)
+
+    document = json.loads(body)
+    assert (answered, document["error"], document["error_codes"]) == (status, error, [code])
+    if fault is not GraphFault.EXPIRED_TOKEN:
+        assert headers["Retry-After"] == "3"
+    assert (await post_token(session, service))[0] == 200
+
+
+async def test_token_endpoint_malformed_answer(
+    session: aiohttp.ClientSession, service: GraphService
+) -> None:
+    service.faults.inject(GraphFault.MALFORMED_JSON, endpoint=EndpointKind.TOKEN)
+
+    status, body, _ = await post_token(session, service)
+
+    assert status == 200 and body.startswith(b'{"token_type"')
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(body)
+
+
+async def test_injected_faults_do_not_use_the_throttle_budget(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.UNAVAILABLE, 3, endpoint=EndpointKind.TRACE)
+
+    statuses = [(await get(session, service, TRACES, token))[0] for _ in range(7)]
+
+    assert statuses == [503, 503, 503, 200, 200, 200, 429]  # the budget is 3 here
+
+
+async def test_delays_hold_back_only_their_endpoint(
+    session: aiohttp.ClientSession,
+    service: GraphService,
+    token: str,
+    sleep: RecordingSleep,
+) -> None:
+    service.faults.slow_down(2.5, 1, endpoint=EndpointKind.MAIL)
+
+    await get(session, service, TRACES, token)
+    await get(session, service, MESSAGES, token)
+    await get(session, service, MESSAGES, token)
+
+    assert sleep.waits == [2.5]
+    assert service.faults.injected() == {"mail.delayed": 1}
+
+
+# -- HTTP control API
+
+
+async def control(
+    session: aiohttp.ClientSession, service: GraphService, path: str, body: object | None = None
+) -> tuple[int, Any]:
+    method = "GET" if path == "/state" else "POST"
+    async with session.request(method, service.control_url + path, json=body) as response:
+        return response.status, await response.json()
+
+
+async def test_control_api_arms_reports_and_resets(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    armed = await control(
+        session, service, "/faults", {"fault": "throttled", "count": 2, "endpoint": "trace"}
+    )
+    delayed = await control(session, service, "/delay", {"seconds": 0.25, "endpoint": "mail"})
+    await get(session, service, TRACES, token)
+    await get(session, service, MESSAGES, token)
+    _, state = await control(session, service, "/state")
+    reset = await control(session, service, "/reset", {"counters": True})
+
+    assert armed[0] == delayed[0] == 200
+    assert armed[1]["armed"] == [
+        {"fault": "throttled", "remaining": 2, "endpoint": "trace", "retry_after": 1}
+    ]
+    assert state["armed"][0]["remaining"] == 1
+    assert state["delays"] == [{"seconds": 0.25, "remaining": None, "endpoint": "mail"}]
+    assert state["injected"] == {"trace.throttled": 1, "mail.delayed": 1}
+    assert state["responses"] == {"token.200": 1, "trace.429": 1, "mail.200": 1}
+    assert reset == (
+        200,
+        {"armed": [], "delays": [], "injected": {}, "responses": {}},
+    )
+    assert (await get(session, service, TRACES, token))[0] == 200
+
+
+async def test_reset_without_body_keeps_counters(
+    session: aiohttp.ClientSession, service: GraphService, token: str
+) -> None:
+    service.faults.inject(GraphFault.UNAVAILABLE, endpoint=EndpointKind.TRACE)
+    await get(session, service, TRACES, token)
+    service.faults.inject(GraphFault.UNAVAILABLE)
+
+    async with session.post(service.control_url + "/reset") as response:
+        state = await response.json()
+
+    assert state["armed"] == [] and state["injected"] == {"trace.unavailable": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        ("/faults", {"fault": "exploded"}, "fault"),
+        ("/faults", {"fault": "throttled", "count": 0}, "count"),
+        ("/faults", {"fault": "throttled", "endpoint": "smtp"}, "endpoint"),
+        ("/faults", {"fault": "throttled", "colour": "red"}, "colour"),
+        ("/delay", {"count": 1}, "seconds"),
+        ("/delay", [1, 2], "body"),
+    ],
+)
+async def test_control_api_rejects_bad_orders(
+    session: aiohttp.ClientSession,
+    service: GraphService,
+    path: str,
+    body: object,
+    fragment: str,
+) -> None:
+    status, answer = await control(session, service, path, body)
+
+    assert status == 400 and fragment in answer["error"]
+    assert service.faults.snapshot()["armed"] == []
