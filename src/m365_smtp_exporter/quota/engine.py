@@ -1,0 +1,308 @@
+"""The quota engine: rolling per-sender and tenant usage rebuilt from message-trace rows.
+
+Pure computation: the clock is injected and there is no I/O. Rules (see also window.py
+for the bucket granularity):
+
+- Only rows whose sender is in an accepted domain count; inbound and relayed rows are
+  only tallied by direction.
+- Every attempted recipient counts, whatever its status (delivered, failed, pending,
+  filteredAsSpam, quarantined, expanded, unknown values, ...), because Microsoft counts
+  attempts, not deliveries; statuses listed in `QuotaLimits.ignored_statuses` are skipped.
+  A distribution list row ("expanded") counts as one; its member rows cannot be told apart
+  from direct recipients in the trace, so they count too (an overestimate, on the safe side).
+- A row older than the 24 h window when it arrives is ignored. A row stamped later than the
+  engine clock (clock skew) is counted at the clock's time, so it also ages out by the
+  skew earlier than its stamp says; the buckets stay bounded by the clock.
+- The engine clock never goes backwards: it is the latest time seen from `now_fn` or
+  passed to `snapshot`.
+- `messages_per_minute` reports the busiest aligned minute within the last
+  `message_rate_lookback_seconds` (trace rows arrive minutes late, so the current minute
+  alone would always read 0); a message counts once per minute it has rows in.
+- `recipients_per_day`, `spam_recipients_per_day` and the tenant's
+  `external_recipients_per_day` are rolling 24 h windows; `spam_external_per_hour` and
+  `spam_internal_per_hour` rolling 1 h windows of the sender's external / internal
+  recipients.
+- Each row given is counted once: callers de-duplicate trace rows by trace id. Probe sends
+  reported through `record_probe_send` are replaced by their trace rows (see probes.py).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
+from m365_smtp_exporter.quota.message_rate import MessageRateCounter
+from m365_smtp_exporter.quota.probes import ProbeKey, ProbeLedger
+from m365_smtp_exporter.quota.rows import (
+    Direction,
+    QuotaRow,
+    direction_of,
+    normalize_address,
+    normalize_message_id,
+)
+from m365_smtp_exporter.quota.snapshot import (
+    TENANT_SENDER,
+    IngestStats,
+    QuotaFigure,
+    QuotaSnapshot,
+)
+from m365_smtp_exporter.quota.window import (
+    DAY,
+    HOUR,
+    BucketCounter,
+    Window,
+    bucket_of,
+    bucket_to_expire_for,
+)
+
+DEFAULT_PROBE_MATCH_HORIZON_SECONDS = 900
+
+
+class _SenderUsage:
+    """Everything counted for one of our senders over the 24 h window.
+
+    Recipients are split by direction; the hourly spam-policy figures are the tails of
+    the same counters, so each row touches one recipient counter.
+    """
+
+    __slots__ = ("external", "internal", "messages")
+
+    def __init__(self) -> None:
+        self.external = BucketCounter()
+        self.internal = BucketCounter()
+        self.messages = MessageRateCounter()
+
+    def __bool__(self) -> bool:
+        return bool(self.external or self.internal or self.messages)
+
+
+class _Cutoffs:
+    """Oldest bucket of each window at one instant."""
+
+    __slots__ = ("day", "horizon", "hour", "messages")
+
+    def __init__(self, now_bucket: int, message_window: Window, horizon: Window) -> None:
+        self.day = DAY.cutoff(now_bucket)
+        self.hour = HOUR.cutoff(now_bucket)
+        self.messages = message_window.cutoff(now_bucket)
+        self.horizon = horizon.cutoff(now_bucket)
+
+
+def _recovery(now: float, expiring_bucket: int | None, window: Window) -> float:
+    if expiring_bucket is None:
+        return 0.0
+    return max(0.0, window.expires_at(expiring_bucket) - now)
+
+
+class QuotaEngine:
+    """Rolling quota usage per sender and per tenant, fed with trace rows and probe sends."""
+
+    def __init__(
+        self,
+        limits: QuotaLimits,
+        now_fn: Callable[[], float],
+        *,
+        probe_match_horizon_seconds: int = DEFAULT_PROBE_MATCH_HORIZON_SECONDS,
+    ) -> None:
+        self._limits = limits
+        self._now_fn = now_fn
+        self._clock = float("-inf")
+        self._message_window = Window(limits.message_rate_lookback_seconds)
+        self._horizon = Window(probe_match_horizon_seconds)
+        self._senders: dict[str, _SenderUsage] = {}
+        self._tenant_external = BucketCounter()
+        self._probes = ProbeLedger()
+        self._counts: Counter[str] = Counter()  # IngestStats fields, filled as rows come
+        self._by_direction: Counter[str] = Counter()
+
+    @property
+    def limits(self) -> QuotaLimits:
+        return self._limits
+
+    @property
+    def stats(self) -> IngestStats:
+        counts = self._counts
+        return IngestStats(
+            rows_received=counts["rows_received"],
+            rows_counted=counts["rows_counted"],
+            rows_stale=counts["rows_stale"],
+            rows_future_clamped=counts["rows_future_clamped"],
+            rows_ignored_status=counts["rows_ignored_status"],
+            rows_by_direction=dict(self._by_direction),
+            probe_rows_counted=counts["probe_rows_counted"],
+            probe_rows_replaced=counts["probe_rows_replaced"],
+            probe_rows_pending=self._probes.pending,
+        )
+
+    def _advance(self, now: float | None = None) -> float:
+        candidate = self._now_fn() if now is None else now
+        self._clock = max(self._clock, candidate)
+        return self._clock
+
+    def _cutoffs(self, now: float) -> _Cutoffs:
+        return _Cutoffs(bucket_of(now), self._message_window, self._horizon)
+
+    def add_rows(self, rows: Iterable[QuotaRow]) -> None:
+        """Count trace rows (each row once: the caller de-duplicates by trace id)."""
+        now = self._advance()
+        cutoffs = self._cutoffs(now)
+        internal = self._limits.internal_domains
+        ignored = self._limits.ignored_statuses
+        note_trace = self._probes.note_trace
+        apply = self._apply
+        by_direction = self._by_direction
+        counts = self._counts
+        received_rows = future = stale = ignored_status = counted = replaced_rows = 0
+        for row in rows:
+            received_rows += 1
+            sender = normalize_address(row.sender)
+            recipient = normalize_address(row.recipient)
+            direction = direction_of(sender, recipient, internal)
+            by_direction[direction] += 1
+            if direction is Direction.INBOUND or direction is Direction.RELAY:
+                continue
+            external = direction is Direction.OUTBOUND
+            received = row.received_at
+            if received > now:
+                received = now
+                future += 1
+            bucket = bucket_of(received)
+            message_id = normalize_message_id(row.message_id)
+            replaced = note_trace((sender, message_id, recipient), bucket, cutoffs.horizon)
+            if replaced is not None:
+                apply(sender, message_id, replaced, external=external, amount=-1, cutoffs=cutoffs)
+                replaced_rows += 1
+            if ignored and row.status.lower() in ignored:
+                ignored_status += 1
+            elif bucket < cutoffs.day:
+                stale += 1
+            else:
+                apply(sender, message_id, bucket, external=external, amount=1, cutoffs=cutoffs)
+                counted += 1
+        counts.update(
+            rows_received=received_rows,
+            rows_counted=counted,
+            rows_stale=stale,
+            rows_future_clamped=future,
+            rows_ignored_status=ignored_status,
+            probe_rows_replaced=replaced_rows,
+        )
+        self._probes.prune(cutoffs.day, cutoffs.horizon)
+
+    def record_probe_send(
+        self, sender: str, message_id: str, recipients: Iterable[str], at: float
+    ) -> None:
+        """Count a probe's send now; its trace rows will replace these rows, not add to them."""
+        now = self._advance()
+        cutoffs = self._cutoffs(now)
+        self._probes.prune(cutoffs.day, cutoffs.horizon)  # trace keys past the horizon
+        sender = normalize_address(sender)
+        message_id = normalize_message_id(message_id)
+        bucket = bucket_of(min(at, now))
+        if bucket < cutoffs.day:
+            return
+        for recipient in dict.fromkeys(normalize_address(r) for r in recipients):
+            direction = direction_of(sender, recipient, self._limits.internal_domains)
+            if direction is Direction.INBOUND or direction is Direction.RELAY:
+                continue
+            key: ProbeKey = (sender, message_id, recipient)
+            if self._probes.claim_probe(key, bucket):
+                external = direction is Direction.OUTBOUND
+                self._apply(
+                    sender, message_id, bucket, external=external, amount=1, cutoffs=cutoffs
+                )
+                self._counts["probe_rows_counted"] += 1
+
+    def _apply(
+        self,
+        sender: str,
+        message_id: str,
+        bucket: int,
+        *,
+        external: bool,
+        amount: int,
+        cutoffs: _Cutoffs,
+    ) -> None:
+        usage = self._senders.get(sender)
+        if usage is None:
+            if amount <= 0:
+                return
+            usage = self._senders[sender] = _SenderUsage()
+        if external:
+            usage.external.add(bucket, amount, cutoffs.day)
+            self._tenant_external.add(bucket, amount, cutoffs.day)
+        else:
+            usage.internal.add(bucket, amount, cutoffs.day)
+        usage.messages.add(bucket, message_id, amount, cutoffs.messages)
+
+    def snapshot(self, now: float | None = None) -> QuotaSnapshot:
+        """Usage at `now` (default: the injected clock); expired buckets are dropped."""
+        now = self._advance(now)
+        cutoffs = self._cutoffs(now)
+        self._probes.prune(cutoffs.day, cutoffs.horizon)
+        senders: dict[str, tuple[QuotaFigure, ...]] = {}
+        for sender, usage in list(self._senders.items()):
+            usage.external.prune(cutoffs.day)
+            usage.internal.prune(cutoffs.day)
+            usage.messages.prune(cutoffs.messages)
+            if not usage:
+                del self._senders[sender]
+                continue
+            senders[sender] = self._sender_figures(sender, usage, now, cutoffs)
+        self._tenant_external.prune(cutoffs.day)
+        tenant = (
+            self._counted_figure(
+                TENANT_SENDER,
+                LimitName.EXTERNAL_RECIPIENTS_PER_DAY,
+                self._limits.tenant_external_limit,
+                (self._tenant_external,),
+                window=DAY,
+                now=now,
+                cutoff=cutoffs.day,
+            ),
+        )
+        return QuotaSnapshot(
+            taken_at=now, limits=self._limits, senders=senders, tenant=tenant, stats=self.stats
+        )
+
+    def _counted_figure(
+        self,
+        sender: str,
+        name: LimitName,
+        limit: int,
+        counters: tuple[BucketCounter, ...],
+        *,
+        window: Window,
+        now: float,
+        cutoff: int,
+    ) -> QuotaFigure:
+        used = sum(counter.total_since(cutoff) for counter in counters)
+        target = self._limits.recovery_threshold * limit
+        expiring = bucket_to_expire_for(target, counters, cutoff)
+        return QuotaFigure(sender, name, used, limit, _recovery(now, expiring, window))
+
+    def _sender_figures(
+        self, sender: str, usage: _SenderUsage, now: float, cutoffs: _Cutoffs
+    ) -> tuple[QuotaFigure, ...]:
+        figures: list[QuotaFigure] = []
+        counters: tuple[BucketCounter, ...]
+        for name, limit in self._limits.sender_limits(sender):
+            if name is LimitName.MESSAGES_PER_MINUTE:
+                target = self._limits.recovery_threshold * limit
+                expiring = usage.messages.last_bucket_reaching(target)
+                recovery = _recovery(now, expiring, self._message_window)
+                figures.append(QuotaFigure(sender, name, usage.messages.peak(), limit, recovery))
+                continue
+            if name is LimitName.SPAM_EXTERNAL_PER_HOUR:
+                counters, window, cutoff = (usage.external,), HOUR, cutoffs.hour
+            elif name is LimitName.SPAM_INTERNAL_PER_HOUR:
+                counters, window, cutoff = (usage.internal,), HOUR, cutoffs.hour
+            else:  # recipients_per_day and spam_recipients_per_day: the same rolling 24 h count
+                counters, window, cutoff = (usage.external, usage.internal), DAY, cutoffs.day
+            figures.append(
+                self._counted_figure(
+                    sender, name, limit, counters, window=window, now=now, cutoff=cutoff
+                )
+            )
+        return tuple(figures)
