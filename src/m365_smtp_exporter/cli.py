@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in ("demo", "emulator"):
         from m365_smtp_exporter.demo import run_demo_command
 
-        return run_demo_command(command, args)
+        return run_demo_command(command, args, redactor)
     config = _load(args.config_file, sys.stderr)
     if config is None:
         return EXIT_CONFIG

@@ -1,0 +1,251 @@
+"""`demo` (emulator + traffic + exporter in one process) and `emulator` (the emulator alone).
+
+The only place outside tests where exporter code meets the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from m365_smtp_exporter.app import Exporter
+from m365_smtp_exporter.config import Config, parse_config
+from m365_smtp_exporter.emulator.service import Emulator
+from m365_smtp_exporter.emulator.world import (
+    CONTOSO_CLIENT_ID,
+    CONTOSO_TENANT_ID,
+    DEMO_PASSWORD,
+    FABRIKAM_CLIENT_ID,
+    FABRIKAM_TENANT_ID,
+    default_world,
+    load_world,
+)
+from m365_smtp_exporter.logs import Redactor
+
+log = structlog.get_logger(__name__)
+
+DEMO_CONFIG_TEMPLATE = """\
+# Built-in configuration of `m365-smtp-exporter demo`: every endpoint is the local emulator.
+tenants:
+  contoso:
+    tenant_id: {contoso_tenant_id}
+    client_id: {contoso_client_id}
+    client_secret_file: {secrets}/contoso-client-secret
+    authority: {authority}
+    graph_base_url: {graph_base_url}
+    ca_file: {ca_file}
+    accepted_domains: [contoso.com]
+    trace: {{interval: 30s, overlap: 15m, lookback: 24h}}
+    quota: {{licenses: 25, senders: [campaign@contoso.com, probe@contoso.com]}}
+  fabrikam:
+    tenant_id: {fabrikam_tenant_id}
+    client_id: {fabrikam_client_id}
+    client_secret_file: {secrets}/fabrikam-client-secret
+    authority: {authority}
+    graph_base_url: {graph_base_url}
+    ca_file: {ca_file}
+    accepted_domains: [fabrikam.com]
+    trace: {{interval: 30s}}
+    quota: {{licenses: 5}}
+
+probes:
+  # OAuth2 (XOAUTH2) submission: succeeds.
+  - name: submission
+    tenant: contoso
+    host: 127.0.0.1
+    port: {smtp_port}
+    ca_file: {ca_file}
+    auth: {{mechanism: xoauth2, username: probe@contoso.com}}
+    mail_from: probe@contoso.com
+    rcpt_to: [probe-inbox@contoso.com]
+    interval: 20s
+    timeout: 10s
+  # The campaign mailbox: runs into its 10,000 recipients / 24 h limit (554 5.2.0).
+  - name: campaign-mailbox
+    tenant: contoso
+    host: 127.0.0.1
+    port: {smtp_port}
+    ca_file: {ca_file}
+    auth: {{mechanism: login, username: campaign@contoso.com, password_file: {secrets}/mailbox}}
+    mail_from: campaign@contoso.com
+    rcpt_to: [probe-inbox@contoso.com]
+    interval: 20s
+    timeout: 10s
+  # SMTP AUTH switched off for this mailbox (535 5.7.139).
+  - name: smtp-auth-disabled
+    tenant: contoso
+    host: 127.0.0.1
+    port: {smtp_port}
+    ca_file: {ca_file}
+    auth: {{mechanism: login, username: smtp-disabled@contoso.com,
+            password_file: {secrets}/mailbox}}
+    mail_from: smtp-disabled@contoso.com
+    rcpt_to: [probe-inbox@contoso.com]
+    interval: 60s
+    timeout: 10s
+  - name: fabrikam-submission
+    tenant: fabrikam
+    host: 127.0.0.1
+    port: {smtp_port}
+    ca_file: {ca_file}
+    auth: {{mechanism: xoauth2, username: probe@fabrikam.com}}
+    mail_from: probe@fabrikam.com
+    rcpt_to: [probe@fabrikam.com]
+    interval: 30s
+    timeout: 10s
+"""
+
+
+def write_demo_config(emulator: Emulator, directory: Path) -> Path:
+    """Render the built-in configuration for a running emulator; secrets go to files."""
+    secrets = directory / "secrets"
+    secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    world = {tenant.name: tenant for tenant in emulator.world.tenants}
+    for name in ("contoso", "fabrikam"):
+        (secrets / f"{name}-client-secret").write_text(world[name].client_secret.get_secret_value())
+    (secrets / "mailbox").write_text(DEMO_PASSWORD)
+    text = DEMO_CONFIG_TEMPLATE.format(
+        contoso_tenant_id=CONTOSO_TENANT_ID,
+        contoso_client_id=CONTOSO_CLIENT_ID,
+        fabrikam_tenant_id=FABRIKAM_TENANT_ID,
+        fabrikam_client_id=FABRIKAM_CLIENT_ID,
+        authority=emulator.http_url,
+        graph_base_url=emulator.graph_base_url,
+        ca_file=emulator.ca_file,
+        smtp_port=emulator.smtp_port,
+        secrets=secrets,
+    )
+    path = directory / "demo-config.yml"
+    path.write_text(text)
+    return path
+
+
+def demo_config(path: Path) -> Config:
+    return parse_config(path.read_text(), env={}, source=str(path))
+
+
+class Demo:
+    """Emulator, background mail traffic and the exporter, started and stopped together."""
+
+    def __init__(
+        self,
+        *,
+        listen_address: str = ":9587",
+        smtp_port: int = 0,
+        http_port: int = 0,
+        work_dir: Path | None = None,
+        redactor: Redactor | None = None,
+        traffic: bool = True,
+    ) -> None:
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        if work_dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="m365-demo-")
+            work_dir = Path(self._tempdir.name)
+        self.work_dir = work_dir
+        self.emulator = Emulator(smtp_port=smtp_port, http_port=http_port, tls_dir=work_dir / "tls")
+        self._listen_address = listen_address
+        self._redactor = redactor
+        self._traffic_enabled = traffic
+        self.exporter: Exporter | None = None
+        self.config_path: Path | None = None
+
+    async def start(self) -> None:
+        await self.emulator.start()
+        self.config_path = write_demo_config(self.emulator, self.work_dir)
+        self.exporter = Exporter(
+            demo_config(self.config_path),
+            config_path=self.config_path,
+            listen_address=self._listen_address,
+            redactor=self._redactor,
+        )
+        await self.exporter.start()
+
+    async def stop(self) -> None:
+        if self.exporter is not None:
+            await self.exporter.stop()
+        await self.emulator.stop()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+
+def _print_endpoints(out: TextIO, emulator: Emulator, exporter: Exporter | None) -> None:
+    if exporter is not None:
+        port = exporter.bound_port
+        print(f"exporter metrics:   http://localhost:{port}/metrics", file=out)
+        print(f"exporter status:    http://localhost:{port}/", file=out)
+    print(f"emulator SMTP:      {emulator.host}:{emulator.smtp_port} (STARTTLS)", file=out)
+    print(f"emulator Graph:     {emulator.graph_base_url}", file=out)
+    print(f"emulator token:     {emulator.http_url}/<tenant>/oauth2/v2.0/token", file=out)
+    print(f"emulator control:   {emulator.http_url}/_emulator/smtp/faults", file=out)
+    print(f"                    {emulator.http_url}/_emulator/graph/state", file=out)
+    print(f"emulator CA:        {emulator.ca_file}", file=out)
+    print("mailbox password:   " + DEMO_PASSWORD + " (every emulated mailbox)", file=out)
+    print("press Ctrl-C to stop", file=out, flush=True)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_demo(args: argparse.Namespace, redactor: Redactor, out: TextIO) -> int:
+    demo = Demo(
+        listen_address=args.listen_address,
+        smtp_port=args.emulator_smtp_port,
+        http_port=args.emulator_http_port,
+        redactor=redactor,
+    )
+    try:
+        await demo.start()
+    except OSError as exc:
+        await demo.stop()
+        print(f"cannot start the demo: {exc}", file=sys.stderr)
+        return 1
+    print(f"demo configuration: {demo.config_path}", file=out)
+    _print_endpoints(out, demo.emulator, demo.exporter)
+    try:
+        await _until_signalled()
+    finally:
+        log.info("shutting down")
+        await demo.stop()
+    return 0
+
+
+async def _run_emulator(args: argparse.Namespace, out: TextIO) -> int:
+    world = load_world(args.emulator_world) if args.emulator_world else default_world()
+    emulator = Emulator(world, smtp_port=args.emulator_smtp_port, http_port=args.emulator_http_port)
+    try:
+        await emulator.start()
+    except OSError as exc:
+        await emulator.stop()
+        print(f"cannot start the emulator: {exc}", file=sys.stderr)
+        return 1
+    _print_endpoints(out, emulator, None)
+    try:
+        await _until_signalled()
+    finally:
+        await emulator.stop()
+    return 0
+
+
+def run_demo_command(
+    command: str, args: argparse.Namespace, redactor: Redactor, out: TextIO = sys.stdout
+) -> int:
+    if command == "emulator":
+        return asyncio.run(_run_emulator(args, out))
+    return asyncio.run(_run_demo(args, redactor, out))

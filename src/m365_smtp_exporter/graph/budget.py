@@ -1,0 +1,63 @@
+"""The per-tenant Graph request budget, shared by every caller (trace pulls, delivery checks).
+
+Microsoft allows 100 message-trace requests per rolling 5 minutes per tenant, list and detail
+calls together. We spend at most `limit` of them (default 80) so retries and other tools on
+the same tenant keep some room, and we back off entirely while a 429's Retry-After runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+DEFAULT_LIMIT = 80
+DEFAULT_WINDOW = 300.0
+
+
+class RequestBudget:
+    def __init__(
+        self,
+        limit: int = DEFAULT_LIMIT,
+        window: float = DEFAULT_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._sent: deque[float] = deque()
+        self._blocked_until = 0.0
+
+    def _expire(self, now: float) -> None:
+        while self._sent and self._sent[0] <= now - self.window:
+            self._sent.popleft()
+
+    def remaining(self) -> int:
+        now = self._clock()
+        self._expire(now)
+        if now < self._blocked_until:
+            return 0
+        return max(0, self.limit - len(self._sent))
+
+    def try_acquire(self) -> bool:
+        """Reserve one request now; False when the budget or a Retry-After says wait."""
+        if self.remaining() <= 0:
+            return False
+        self._sent.append(self._clock())
+        return True
+
+    def record_extra(self) -> None:
+        """A request sent without `try_acquire` (an SDK retry): it still spends budget."""
+        self._sent.append(self._clock())
+
+    def block_for(self, seconds: float) -> None:
+        """Honour a Retry-After: no requests until it has passed."""
+        self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, seconds))
+
+    def seconds_until_available(self) -> float:
+        now = self._clock()
+        self._expire(now)
+        wait = max(0.0, self._blocked_until - now)
+        if len(self._sent) >= self.limit:
+            wait = max(wait, self._sent[0] + self.window - now)
+        return wait
