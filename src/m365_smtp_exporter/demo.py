@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import random
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -18,6 +21,9 @@ import structlog
 from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import Config, parse_config
 from m365_smtp_exporter.emulator.service import Emulator
+from m365_smtp_exporter.emulator.traffic import BusyHolds, TrafficGenerator
+from m365_smtp_exporter.emulator.traffic_backfill import backfill
+from m365_smtp_exporter.emulator.traffic_model import BUSY_MAILBOX, profile_for_world
 from m365_smtp_exporter.emulator.world import (
     CONTOSO_CLIENT_ID,
     CONTOSO_TENANT_ID,
@@ -90,6 +96,17 @@ probes:
     rcpt_to: [probe-inbox@contoso.com]
     interval: 60s
     timeout: 10s
+  # A mailbox whose 3 concurrent connections are sometimes all busy (432 4.3.2).
+  - name: busy-mailbox
+    tenant: contoso
+    host: 127.0.0.1
+    port: {smtp_port}
+    ca_file: {ca_file}
+    auth: {{mechanism: login, username: {busy_mailbox}, password_file: {secrets}/mailbox}}
+    mail_from: {busy_mailbox}
+    rcpt_to: [probe-inbox@contoso.com]
+    interval: 15s
+    timeout: 10s
   - name: fabrikam-submission
     tenant: fabrikam
     host: 127.0.0.1
@@ -121,6 +138,7 @@ def write_demo_config(emulator: Emulator, directory: Path) -> Path:
         ca_file=emulator.ca_file,
         smtp_port=emulator.smtp_port,
         secrets=secrets,
+        busy_mailbox=BUSY_MAILBOX,
     )
     path = directory / "demo-config.yml"
     path.write_text(text)
@@ -155,9 +173,13 @@ class Demo:
         self._traffic_enabled = traffic
         self.exporter: Exporter | None = None
         self.config_path: Path | None = None
+        self.traffic: TrafficGenerator | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.emulator.start()
+        if self._traffic_enabled:
+            await self._start_traffic()
         self.config_path = write_demo_config(self.emulator, self.work_dir)
         self.exporter = Exporter(
             demo_config(self.config_path),
@@ -167,7 +189,38 @@ class Demo:
         )
         await self.exporter.start()
 
+    async def _start_traffic(self) -> None:
+        rng = random.Random()
+        profile = profile_for_world(self.emulator.world)
+        summary = backfill(
+            self.emulator.state, self.emulator.smtp.ledger, profile, now=time.time(), rng=rng
+        )
+        log.info("trace history back-filled", rows=summary.rows, messages=summary.messages)
+        self.traffic = TrafficGenerator(
+            self.emulator.state,
+            self.emulator.host,
+            self.emulator.smtp_port,
+            self.emulator.ca_file,
+            profile=profile,
+            rng=rng,
+            busy=BusyHolds(every_seconds=90.0, hold_seconds=40.0),
+        )
+        await self.traffic.start()
+        self._pruner = asyncio.create_task(self._prune_trace())
+
+    async def _prune_trace(self) -> None:
+        # Live traffic adds ~30,000 rows a day; keep the 25 h the quota window needs.
+        while True:
+            await asyncio.sleep(600)
+            self.emulator.state.prune_trace(time.time() - 25 * 3600)
+
     async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self.traffic is not None:
+            await self.traffic.stop()
         if self.exporter is not None:
             await self.exporter.stop()
         await self.emulator.stop()
