@@ -97,8 +97,7 @@ class Exporter:
 
     # lifecycle
     async def start(self) -> None:
-        self._apply(self.config)
-        self.scheduler.start()
+        # Listen first: a taken port must fail before any probe spends quota.
         app = create_web_app(
             self.exposition, self.store, self.reload, self.ready, self._middlewares
         )
@@ -109,6 +108,8 @@ class Exporter:
         await site.start()
         address = self._runner.addresses[0]
         self.bound_port = int(address[1])
+        self._apply(self.config)
+        self.scheduler.start()
         log.info(
             "exporter listening",
             address=f"{host or '*'}:{self.bound_port}",
@@ -120,6 +121,7 @@ class Exporter:
         await self.scheduler.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         for provider in self._token_providers.values():
             await provider.close()
         self._token_providers.clear()

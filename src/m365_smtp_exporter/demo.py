@@ -22,7 +22,7 @@ from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import Config, parse_config
 from m365_smtp_exporter.emulator.service import Emulator
 from m365_smtp_exporter.emulator.traffic import BusyHolds, TrafficGenerator
-from m365_smtp_exporter.emulator.traffic_backfill import backfill
+from m365_smtp_exporter.emulator.traffic_backfill import BackfillVolumes, backfill
 from m365_smtp_exporter.emulator.traffic_model import BUSY_MAILBOX, profile_for_world
 from m365_smtp_exporter.emulator.world import (
     CONTOSO_CLIENT_ID,
@@ -192,8 +192,15 @@ class Demo:
     async def _start_traffic(self) -> None:
         rng = random.Random()
         profile = profile_for_world(self.emulator.world)
+        # The campaign starts close to its 10,000 recipients so quota rejections show early.
+        volumes = BackfillVolumes(campaign_recipients_min=9_300, campaign_recipients_max=9_700)
         summary = backfill(
-            self.emulator.state, self.emulator.smtp.ledger, profile, now=time.time(), rng=rng
+            self.emulator.state,
+            self.emulator.smtp.ledger,
+            profile,
+            now=time.time(),
+            rng=rng,
+            volumes=volumes,
         )
         log.info("trace history back-filled", rows=summary.rows, messages=summary.messages)
         self.traffic = TrafficGenerator(
@@ -203,7 +210,8 @@ class Demo:
             self.emulator.ca_file,
             profile=profile,
             rng=rng,
-            busy=BusyHolds(every_seconds=90.0, hold_seconds=40.0),
+            campaign_rate_per_minute=6.0,
+            busy=BusyHolds(every_seconds=40.0, hold_seconds=30.0),
         )
         await self.traffic.start()
         self._pruner = asyncio.create_task(self._prune_trace())

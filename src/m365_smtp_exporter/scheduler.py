@@ -100,7 +100,9 @@ class JobScheduler:
         try:
             ok = await spec.func()
         except asyncio.CancelledError:
-            raise
+            # Only `stop()` cancels jobs: end quietly instead of a scheduler error line.
+            log.debug("job cancelled at shutdown", job=spec.job_id)
+            return False
         except Exception:
             # A job must never take the scheduler down; the failure is counted and logged.
             log.exception("job crashed", job=spec.job_id)

@@ -188,7 +188,7 @@ class TrafficGenerator:
                 # Like bulk-mail tools: a rejected batch is retried smaller, so the campaign
                 # fills its quota to the last recipient and the mailbox ends up fully blocked.
                 batch = max(1, batch // 2)
-                gap = min(5.0, self._campaign_retry)
+                gap = min(2.0, self._campaign_retry)
             else:  # blocked for every recipient: try again once the window may have rolled
                 gap = self._campaign_retry
 
