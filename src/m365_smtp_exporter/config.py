@@ -84,6 +84,43 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
+class TraceConfig(StrictModel):
+    """Message-trace pulls through Microsoft Graph (needs ExchangeMessageTrace.Read.All)."""
+
+    enabled: bool = True
+    interval: Duration = 300.0
+    # Rows appear 5-10 minutes after the message is handled: re-read a trailing overlap.
+    overlap: Duration = 900.0
+    lookback: Annotated[float, BeforeValidator(_parse_duration), Field(gt=0, le=90 * 86400)] = (
+        86400.0
+    )
+    page_size: int = Field(default=5000, ge=1, le=5000)
+    timeout: Duration = 120.0
+
+
+class SpamPolicyConfig(StrictModel):
+    """Outbound spam policy caps of the tenant (Defender), often tighter than 10,000/day."""
+
+    external_per_hour: int | None = Field(default=None, ge=1)
+    internal_per_hour: int | None = Field(default=None, ge=1)
+    recipients_per_day: int | None = Field(default=None, ge=1)
+
+
+class QuotaConfig(StrictModel):
+    recipients_per_day: int = Field(default=10_000, ge=1)
+    sender_limits: dict[Address, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    messages_per_minute: int = Field(default=30, ge=1)
+    licenses: int = Field(default=1, ge=1)
+    trial: bool = False
+    external_recipient_limit: int | None = Field(default=None, ge=1)
+    spam_policy: SpamPolicyConfig = SpamPolicyConfig()
+    recovery_threshold: float = Field(default=0.8, gt=0, le=1)
+    senders: list[Address] = Field(default_factory=list)  # always exported
+    top_senders: int = Field(default=50, ge=0, le=10_000)
+    hash_senders: bool = False
+    hash_salt: SecretStr | None = None
+
+
 class TenantConfig(StrictModel):
     """An Entra ID app registration that can get tokens for SMTP (XOAUTH2) and Graph."""
 
@@ -99,6 +136,9 @@ class TenantConfig(StrictModel):
     graph_scope: str = "https://graph.microsoft.com/.default"
     ca_file: Path | None = None  # extra CA for the token and Graph endpoints (emulator, proxies)
     accepted_domains: list[str] = Field(default_factory=list)
+    graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
+    trace: TraceConfig = TraceConfig()
+    quota: QuotaConfig = QuotaConfig()
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -197,9 +237,21 @@ class ProbeConfig(StrictModel):
         return f"{self.host}:{self.port}"
 
 
+class DomainChecksConfig(StrictModel):
+    """Sending-domain authentication posture (SPF, DKIM, DMARC) checked through DNS."""
+
+    names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(default_factory=list)
+    interval: Duration = 3600.0
+    timeout: Duration = 10.0
+    nameservers: list[str] = Field(default_factory=list)  # empty: the system resolver
+    port: int = Field(default=53, ge=1, le=65535)
+    dkim_selectors: list[str] = Field(default_factory=lambda: ["selector1", "selector2"])
+
+
 class Config(StrictModel):
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     probes: list[ProbeConfig] = Field(default_factory=list)
+    domains: DomainChecksConfig = DomainChecksConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Self:
