@@ -135,9 +135,9 @@ def test_exporter_metrics() -> None:
     assert value(text, "m365_exporter_config_last_reload_successful") == 0
     assert value(text, "m365_exporter_config_last_reload_success_timestamp_seconds") == 42.0
     assert (
-        value(text, "m365_exporter_job_runs_total", job="probe:submission", outcome="skipped") == 1
+        value(text, "m365_exporter_job_runs_total", task="probe:submission", outcome="skipped") == 1
     )
-    assert value(text, "m365_exporter_job_duration_seconds_count", job="probe:submission") == 1
+    assert value(text, "m365_exporter_job_duration_seconds_count", task="probe:submission") == 1
     assert value(text, "m365_exporter_build_info") == 1
 
 

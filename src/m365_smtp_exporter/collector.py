@@ -153,12 +153,12 @@ class StoreCollector(Collector):
         runs = CounterMetricFamily(
             "m365_exporter_job_runs",
             "Scheduled job runs by outcome (success, failure, skipped when still running).",
-            labels=["job", "outcome"],
+            labels=["task", "outcome"],
         )
         durations = HistogramMetricFamily(
             "m365_exporter_job_duration_seconds",
             "Duration of scheduled job runs.",
-            labels=["job"],
+            labels=["task"],
         )
         for job, series in sorted(self._store.jobs.items()):
             for outcome in ("success", "failure", "skipped"):

@@ -1,0 +1,135 @@
+"""Every metric the dashboards and alert rules may query, with its labels.
+
+This is the metric contract as the operational files see it. `pending=True` marks metrics the
+contract promises but the collector does not render yet (trace, quota, delivery, Graph and
+domain checks); the collector test in test_dashboards.py keeps the other entries honest.
+Names are the exposed family names: counters end in `_total`, histograms also expose
+`_bucket` (with `le`), `_sum` and `_count`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(enum.StrEnum):
+    GAUGE = "gauge"
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedMetric:
+    name: str
+    kind: Kind
+    labels: tuple[str, ...]
+    pending: bool = False
+
+    def samples(self) -> dict[str, frozenset[str]]:
+        """Sample names this metric exposes, each with the labels its samples carry."""
+        labels = frozenset(self.labels)
+        if self.kind is Kind.HISTOGRAM:
+            return {
+                f"{self.name}_bucket": labels | {"le"},
+                f"{self.name}_sum": labels,
+                f"{self.name}_count": labels,
+            }
+        return {self.name: labels}
+
+
+# Labels Prometheus attaches to every scraped sample.
+TARGET_LABELS = frozenset({"job", "instance"})
+# An exporter label that collides with a target label arrives renamed (honor_labels: false).
+RENAMED_LABELS = {"job": "exported_job", "instance": "exported_instance"}
+
+_PROBE = ("tenant", "probe", "target")
+_QUOTA = ("tenant", "sender", "limit")
+_DELIVERY = ("tenant", "probe")
+
+EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
+    # SMTP probes (collector.py)
+    ExportedMetric("m365_smtp_probe_success", Kind.GAUGE, _PROBE),
+    ExportedMetric("m365_smtp_probe_last_run_timestamp_seconds", Kind.GAUGE, _PROBE),
+    ExportedMetric("m365_smtp_probe_last_success_timestamp_seconds", Kind.GAUGE, _PROBE),
+    ExportedMetric("m365_smtp_probe_phase_seconds", Kind.GAUGE, (*_PROBE, "phase")),
+    ExportedMetric("m365_smtp_probe_duration_seconds", Kind.HISTOGRAM, _PROBE),
+    ExportedMetric("m365_smtp_probes_total", Kind.COUNTER, (*_PROBE, "result")),
+    ExportedMetric("m365_smtp_probe_failures_total", Kind.COUNTER, (*_PROBE, "phase", "reason")),
+    ExportedMetric(
+        "m365_smtp_replies_total",
+        Kind.COUNTER,
+        (*_PROBE, "phase", "code", "enhanced_code", "category"),
+    ),
+    ExportedMetric("m365_smtp_tls_info", Kind.GAUGE, (*_PROBE, "version", "cipher")),
+    ExportedMetric("m365_smtp_tls_cert_expiry_timestamp_seconds", Kind.GAUGE, _PROBE),
+    # the exporter itself (collector.py)
+    ExportedMetric("m365_exporter_build_info", Kind.GAUGE, ("version", "python_version")),
+    ExportedMetric("m365_exporter_config_last_reload_successful", Kind.GAUGE, ()),
+    ExportedMetric("m365_exporter_config_last_reload_success_timestamp_seconds", Kind.GAUGE, ()),
+    ExportedMetric("m365_exporter_job_runs_total", Kind.COUNTER, ("task", "outcome")),
+    ExportedMetric("m365_exporter_job_duration_seconds", Kind.HISTOGRAM, ("task",)),
+    # quota engine
+    ExportedMetric("m365_quota_used", Kind.GAUGE, _QUOTA, pending=True),
+    ExportedMetric("m365_quota_limit", Kind.GAUGE, _QUOTA, pending=True),
+    ExportedMetric("m365_quota_utilization_ratio", Kind.GAUGE, _QUOTA, pending=True),
+    ExportedMetric("m365_quota_remaining", Kind.GAUGE, _QUOTA, pending=True),
+    ExportedMetric("m365_quota_recovery_seconds", Kind.GAUGE, _QUOTA, pending=True),
+    ExportedMetric("m365_quota_probe_recipients", Kind.GAUGE, ("tenant", "sender"), pending=True),
+    # message trace
+    ExportedMetric(
+        "m365_trace_messages_total", Kind.COUNTER, ("tenant", "status", "direction"), pending=True
+    ),
+    ExportedMetric("m365_trace_pull_success", Kind.GAUGE, ("tenant",), pending=True),
+    ExportedMetric(
+        "m365_trace_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",), pending=True
+    ),
+    ExportedMetric("m365_trace_lag_seconds", Kind.GAUGE, ("tenant",), pending=True),
+    ExportedMetric("m365_trace_pulls_total", Kind.COUNTER, ("tenant", "outcome"), pending=True),
+    ExportedMetric("m365_trace_rows_window", Kind.GAUGE, ("tenant",), pending=True),
+    # Microsoft Graph
+    ExportedMetric(
+        "m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code"), pending=True
+    ),
+    ExportedMetric(
+        "m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint"), pending=True
+    ),
+    ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",), pending=True),
+    ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",), pending=True),
+    # delivery checks
+    ExportedMetric("m365_delivery_success", Kind.GAUGE, _DELIVERY, pending=True),
+    ExportedMetric("m365_delivery_latency_seconds", Kind.HISTOGRAM, _DELIVERY, pending=True),
+    ExportedMetric("m365_delivery_pending", Kind.GAUGE, _DELIVERY, pending=True),
+    ExportedMetric(
+        "m365_delivery_outcomes_total", Kind.COUNTER, (*_DELIVERY, "outcome"), pending=True
+    ),
+    ExportedMetric("m365_delivery_lost_total", Kind.COUNTER, _DELIVERY, pending=True),
+    ExportedMetric("m365_delivery_junk_total", Kind.COUNTER, _DELIVERY, pending=True),
+    ExportedMetric(
+        "m365_delivery_auth_result", Kind.GAUGE, (*_DELIVERY, "check", "result"), pending=True
+    ),
+    ExportedMetric("m365_delivery_trace_status", Kind.GAUGE, (*_DELIVERY, "status"), pending=True),
+    # sending-domain checks
+    ExportedMetric("m365_domain_spf_valid", Kind.GAUGE, ("domain",), pending=True),
+    ExportedMetric("m365_domain_spf_lookups", Kind.GAUGE, ("domain",), pending=True),
+    ExportedMetric("m365_domain_dkim_enabled", Kind.GAUGE, ("domain", "selector"), pending=True),
+    ExportedMetric("m365_domain_dmarc_policy_info", Kind.GAUGE, ("domain", "policy"), pending=True),
+    ExportedMetric("m365_domain_check_success", Kind.GAUGE, ("domain", "check"), pending=True),
+)
+
+# Series Prometheus itself creates; None: any labels (ALERTS carries the alert's labels).
+BUILTIN_SERIES: dict[str, frozenset[str] | None] = {
+    "up": TARGET_LABELS,
+    "ALERTS": None,
+    "ALERTS_FOR_STATE": None,
+}
+
+
+def queryable_series() -> dict[str, frozenset[str] | None]:
+    """Every series name a query may use, with the labels it may match or group on."""
+    series: dict[str, frozenset[str] | None] = dict(BUILTIN_SERIES)
+    for metric in EXPORTED_METRICS:
+        for name, labels in metric.samples().items():
+            renamed = {RENAMED_LABELS[label] for label in labels & TARGET_LABELS}
+            series[name] = (labels - TARGET_LABELS) | renamed | TARGET_LABELS
+    return series
