@@ -3,6 +3,10 @@
 Microsoft allows 100 message-trace requests per rolling 5 minutes per tenant, list and detail
 calls together. We spend at most `limit` of them (default 80) so retries and other tools on
 the same tenant keep some room, and we back off entirely while a 429's Retry-After runs.
+
+Callers reserve a slot with `try_acquire` before a request; requests the SDK sends on its own
+(retries) are recorded with `record_extra` by the transport that sees them, so the window
+holds every request Microsoft received, even when that is more than `limit`.
 """
 
 from __future__ import annotations
@@ -22,15 +26,22 @@ class RequestBudget:
         window: float = DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit and window must be positive")
         self.limit = limit
         self.window = window
         self._clock = clock
         self._sent: deque[float] = deque()
-        self._blocked_until = 0.0
+        self._blocked_until = float("-inf")
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.window:
             self._sent.popleft()
+
+    def spent(self) -> int:
+        """Requests recorded within the current window (may exceed `limit` after retries)."""
+        self._expire(self._clock())
+        return len(self._sent)
 
     def remaining(self) -> int:
         now = self._clock()
@@ -46,6 +57,11 @@ class RequestBudget:
         self._sent.append(self._clock())
         return True
 
+    def refund(self) -> None:
+        """Give back a slot from `try_acquire` whose request never went out (no token)."""
+        if self._sent:
+            self._sent.pop()
+
     def record_extra(self) -> None:
         """A request sent without `try_acquire` (an SDK retry): it still spends budget."""
         self._sent.append(self._clock())
@@ -59,5 +75,6 @@ class RequestBudget:
         self._expire(now)
         wait = max(0.0, self._blocked_until - now)
         if len(self._sent) >= self.limit:
-            wait = max(wait, self._sent[0] + self.window - now)
+            # the oldest request whose expiry brings the count back under the limit
+            wait = max(wait, self._sent[len(self._sent) - self.limit] + self.window - now)
         return wait
