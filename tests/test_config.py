@@ -60,9 +60,7 @@ INVALID: dict[str, list[str]] = {
         "probes[0].auth.mechanism: xoauth2 needs the probe's tenant to name a configured "
         "tenant with app credentials"
     ],
-    "invalid-yaml.yml": [
-        "{path}: expected ',' or ']', but got '<stream end>' at line 4, column 1"
-    ],
+    "invalid-yaml.yml": ["{path}: expected ',' or ']', but got '<stream end>' at line 4, column 1"],
 }
 
 

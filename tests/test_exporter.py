@@ -160,9 +160,9 @@ async def test_probe_success_failure_recovery_and_reload(
         await exporter.stop()
 
     # the password was used for AUTH, and never written anywhere we expose
-    logs = log_stream.getvalue()
-    assert "probe finished" in logs
-    assert CANARY not in logs
+    written = log_stream.getvalue()
+    assert "probe finished" in written
+    assert CANARY not in written
     assert CANARY not in text
     assert CANARY not in page
 

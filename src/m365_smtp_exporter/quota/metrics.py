@@ -1,0 +1,58 @@
+"""`m365_quota_*` metric families for every tenant (one family per name across tenants)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from m365_smtp_exporter.quota.cardinality import hash_sender
+from m365_smtp_exporter.quota.tenant import TenantQuota
+
+LABELS = ["tenant", "sender", "limit"]
+
+
+def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], Iterator[Metric]]:
+    def collect() -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "m365_quota_used",
+            "Recipients or messages counted against a sending limit in its rolling window.",
+            labels=LABELS,
+        )
+        limit = GaugeMetricFamily(
+            "m365_quota_limit", "The sending limit the usage is measured against.", labels=LABELS
+        )
+        ratio = GaugeMetricFamily(
+            "m365_quota_utilization_ratio", "Usage divided by the limit.", labels=LABELS
+        )
+        remaining = GaugeMetricFamily(
+            "m365_quota_remaining", "What is left before the limit (never negative).", labels=LABELS
+        )
+        recovery = GaugeMetricFamily(
+            "m365_quota_recovery_seconds",
+            "Seconds until enough usage ages out of the window to be back under the recovery "
+            "threshold (0 when already under it).",
+            labels=LABELS,
+        )
+        probe = GaugeMetricFamily(
+            "m365_quota_probe_recipients",
+            "Recipients the exporter's own probes sent in the last 24 hours.",
+            labels=["tenant", "sender"],
+        )
+        for tenant in tenants():
+            for figure in tenant.figures:
+                labels = [tenant.name, figure.sender, figure.limit_name.value]
+                used.add_metric(labels, float(figure.used))
+                limit.add_metric(labels, float(figure.limit))
+                ratio.add_metric(labels, figure.utilization)
+                remaining.add_metric(labels, float(figure.remaining))
+                recovery.add_metric(labels, figure.recovery_seconds)
+            selection = tenant.selection
+            for sender, count in sorted(tenant.probe_recipients.items()):
+                label = (
+                    hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender
+                )
+                probe.add_metric([tenant.name, label], float(count))
+        yield from (used, limit, ratio, remaining, recovery, probe)
+
+    return collect
