@@ -18,6 +18,10 @@ INVALID: dict[str, list[str]] = {
         "probes[0].mail_from: 'probe' is not an e-mail address",
         "probes[0].rcpt_to[1]: 'not an address' is not an e-mail address",
     ],
+    "invalid-delivery-without-tenant.yml": [
+        "probes[0].delivery: delivery tracking reads the mailbox through Microsoft Graph: "
+        "the probe's tenant must have app credentials"
+    ],
     "invalid-duplicate-name.yml": ["probes[1].name: duplicate probe name 'submission'"],
     "invalid-duration.yml": ["probes[0].interval: must be a duration like 30s, 5m or 1h"],
     "invalid-env-missing.yml": [

@@ -189,6 +189,15 @@ class AuthConfig(StrictModel):
         return self
 
 
+class DeliveryConfig(StrictModel):
+    """Find each probe mail again in the recipient mailbox through Microsoft Graph."""
+
+    mailbox: Address  # the mailbox (UPN) the probe mail is looked up in
+    timeout: Duration = 600.0  # after this long without arrival the probe counts as lost
+    poll_interval: Duration = 15.0  # first look-up delay; later ones back off up to 4x
+    cleanup: bool = True  # delete the probe mail once found
+
+
 class ProbeConfig(StrictModel):
     """One scheduled synthetic send."""
 
@@ -210,6 +219,7 @@ class ProbeConfig(StrictModel):
     interval: Duration = 60.0
     timeout: Duration = 30.0
     jitter: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 5.0
+    delivery: DeliveryConfig | None = None
 
     @field_validator("ca_file")
     @classmethod
@@ -249,6 +259,8 @@ class DomainChecksConfig(StrictModel):
 
 
 class Config(StrictModel):
+    # Pending delivery checks survive restarts here (None: kept in memory only).
+    state_file: Path | None = None
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     probes: list[ProbeConfig] = Field(default_factory=list)
     domains: DomainChecksConfig = DomainChecksConfig()
@@ -263,6 +275,14 @@ class Config(StrictModel):
             seen.add(probe.name)
             if probe.tenant is not None and probe.tenant not in self.tenants:
                 errors.append(f"probes[{index}].tenant: unknown tenant {probe.tenant!r}")
+            delivery_tenant = self.tenants.get(probe.tenant or "")
+            if probe.delivery is not None and (
+                delivery_tenant is None or not delivery_tenant.has_credentials
+            ):
+                errors.append(
+                    f"probes[{index}].delivery: delivery tracking reads the mailbox through "
+                    "Microsoft Graph: the probe's tenant must have app credentials"
+                )
             if probe.auth.mechanism == "xoauth2":
                 tenant = self.tenants.get(probe.tenant or "")
                 if tenant is None:
