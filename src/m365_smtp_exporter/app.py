@@ -15,18 +15,31 @@ from prometheus_client.registry import CollectorRegistry
 
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.collector import StoreCollector
-from m365_smtp_exporter.config import Config, ConfigError, ProbeConfig, TenantConfig, load_config
+from m365_smtp_exporter.config import (
+    Config,
+    ConfigError,
+    DomainChecksConfig,
+    ProbeConfig,
+    TenantConfig,
+    load_config,
+)
+from m365_smtp_exporter.domains import DomainChecker
 from m365_smtp_exporter.exposition import CachedExposition
+from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.logs import Redactor
+from m365_smtp_exporter.quota.metrics import quota_metrics
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
 from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
 from m365_smtp_exporter.smtp.result import ProbeResult
 from m365_smtp_exporter.store import ResultsStore
+from m365_smtp_exporter.tenants import TenantServices
 from m365_smtp_exporter.web import create_web_app
 
 log = structlog.get_logger(__name__)
 
 TokenProviderFactory = Callable[[TenantConfig], TokenProvider]
+# Recovery times shrink as the 24 h window rolls: re-take quota snapshots this often (s).
+QUOTA_REFRESH = 30.0
 ProbeRunner = Callable[..., Awaitable[ProbeResult]]
 
 
@@ -87,7 +100,13 @@ class Exporter:
         PlatformCollector(registry=live)
         self.exposition = CachedExposition(self.store, registry, live)
         self._token_provider_factory = token_provider_factory
-        self._token_providers: dict[str, TokenProvider] = {}
+        self.tenants: dict[str, TenantServices] = {}
+        self.graph_metrics = GraphMetrics()
+        self.collector.add_source(self.graph_metrics)
+        self.collector.add_source(quota_metrics(lambda: [t.quota for t in self.tenants.values()]))
+        self.domains: DomainChecker | None = None
+        self._domains_config: DomainChecksConfig | None = None
+        self.collector.add_source(lambda: self.domains.collect() if self.domains else iter(()))
         self._probe_runner = probe_runner
         self._middlewares = middlewares
         self._runner: web.AppRunner | None = None
@@ -108,7 +127,7 @@ class Exporter:
         await site.start()
         address = self._runner.addresses[0]
         self.bound_port = int(address[1])
-        self._apply(self.config)
+        await self._apply(self.config)
         self.scheduler.start()
         log.info(
             "exporter listening",
@@ -122,9 +141,9 @@ class Exporter:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for provider in self._token_providers.values():
-            await provider.close()
-        self._token_providers.clear()
+        for services in self.tenants.values():
+            await services.close()
+        self.tenants.clear()
 
     def ready(self) -> bool:
         return self.scheduler.running
@@ -164,15 +183,16 @@ class Exporter:
                     "config reload failed, keeping the running configuration", errors=exc.errors
                 )
                 return False, exc.errors
-            await self._close_changed_providers(config)
             self.config = config
-            self._apply(config)
+            await self._apply(config)
             log.info("config reloaded", probes=len(config.probes), tenants=len(config.tenants))
             return True, []
 
-    def _apply(self, config: Config) -> None:
+    async def _apply(self, config: Config) -> None:
         self.redactor.add(config_secrets(config))
         self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in config.probes])
+        await self._sync_tenants(config)
+        self._sync_domains(config)
         self.store.record_reload(True)
         specs = [
             JobSpec(
@@ -184,21 +204,48 @@ class Exporter:
             )
             for index, probe in enumerate(config.probes)
         ]
+        for name, services in sorted(self.tenants.items()):
+            if services.puller is not None:
+                interval = services.config.trace.interval
+                specs.append(JobSpec(f"trace:{name}", services.pull_trace, interval, interval / 20))
+            specs.append(JobSpec(f"quota:{name}", self._quota_job(services), QUOTA_REFRESH, 0.0))
+        if self.domains is not None:
+            domains = self.domains
+            specs.append(JobSpec("domains", domains.run, config.domains.interval, 0.0))
         self.scheduler.sync(specs)
 
-    async def _close_changed_providers(self, config: Config) -> None:
-        for name in list(self._token_providers):
-            if config.tenants.get(name) != self.config.tenants.get(name):
-                await self._token_providers.pop(name).close()
+    async def _sync_tenants(self, config: Config) -> None:
+        """Keep the services of unchanged tenants (their trace cursor and quota windows)."""
+        for name in list(self.tenants):
+            if config.tenants.get(name) != self.tenants[name].config:
+                await self.tenants.pop(name).close()
+                self.graph_metrics.forget(name)
+        for name, tenant in config.tenants.items():
+            senders = [p.mail_from for p in config.probes if p.tenant == name]
+            if name in self.tenants:
+                self.tenants[name].set_probe_senders(senders)
+                continue
+            services = TenantServices(
+                name,
+                tenant,
+                token_provider_factory=self._token_provider_factory,
+                probe_senders=senders,
+                on_change=self.store.mark_changed,
+            )
+            self.tenants[name] = services
+            if services.graph is not None:
+                self.graph_metrics.track(services.graph, services.puller)
+
+    def _sync_domains(self, config: Config) -> None:
+        if not config.domains.names:
+            self.domains = None
+        elif self.domains is None or self._domains_config != config.domains:
+            self.domains = DomainChecker(config.domains, on_change=self.store.mark_changed)
+        self._domains_config = config.domains
 
     def token_provider(self, tenant: str | None) -> TokenProvider | None:
-        if tenant is None or tenant not in self.config.tenants:
-            return None
-        provider = self._token_providers.get(tenant)
-        if provider is None:
-            provider = self._token_provider_factory(self.config.tenants[tenant])
-            self._token_providers[tenant] = provider
-        return provider
+        services = self.tenants.get(tenant or "")
+        return services.tokens if services is not None else None
 
     # jobs
     def _probe_job(self, name: str) -> Callable[[], Awaitable[bool]]:
@@ -210,6 +257,13 @@ class Exporter:
 
         return job
 
+    @staticmethod
+    def _quota_job(services: TenantServices) -> Callable[[], Awaitable[bool]]:
+        async def job() -> bool:
+            return services.refresh_quota()
+
+        return job
+
     async def run_probe(self, probe: ProbeConfig) -> ProbeResult:
         provider = None
         scope = SMTP_SCOPE
@@ -218,6 +272,12 @@ class Exporter:
             scope = self.config.tenants[probe.tenant].smtp_scope
         result = await self._probe_runner(probe, token_provider=provider, token_scope=scope)
         self.store.record_probe(result)
+        services = self.tenants.get(probe.tenant or "")
+        if result.success and services is not None:
+            # the probe's own send counts against its sender at once; its trace rows replace it
+            services.quota.record_probe_send(
+                probe.mail_from, result.message_id, probe.rcpt_to, result.started_at
+            )
         rejection = result.last_rejection
         log.log(
             20 if result.success else 30,
