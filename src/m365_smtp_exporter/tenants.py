@@ -7,16 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import structlog
-
 from m365_smtp_exporter.auth import TokenProvider
 from m365_smtp_exporter.config import TenantConfig
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
-
-log = structlog.get_logger(__name__)
 
 TraceSink = Callable[[str, Sequence[TraceRecord]], None]
 
@@ -60,16 +56,8 @@ class TenantServices:
     async def pull_trace(self) -> bool:
         if self.puller is None:
             return False
-        result = await self.puller.pull()
+        result = await self.puller.pull()  # logs its own outcome
         self.refresh_quota()
-        if not result.ok:
-            log.warning(
-                "trace pull failed", tenant=self.name, outcome=result.outcome, error=result.error
-            )
-        else:
-            log.info(
-                "trace pull finished", tenant=self.name, rows=result.rows, windows=result.windows
-            )
         return result.ok
 
     def refresh_quota(self) -> bool:
