@@ -46,6 +46,21 @@ def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _emulator_ports(parser: argparse.ArgumentParser) -> None:
+    for name, default, what in (
+        ("smtp", 2587, "SMTP submission (STARTTLS)"),
+        ("http", 9588, "HTTPS: Graph, token endpoint, control API"),
+        ("dns", 2553, "DNS (UDP and TCP) for the sending domains"),
+    ):
+        parser.add_argument(
+            f"--emulator.{name}-port",
+            dest=f"emulator_{name}_port",
+            type=int,
+            default=default,
+            help=f"emulator {what} port on 127.0.0.1 (default {default}, 0: any free port)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="m365-smtp-exporter",
@@ -71,12 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and the exporter together, with a built-in configuration",
     )
     _common_flags(demo, suppress=True)
-    demo.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int, default=2587)
-    demo.add_argument("--emulator.http-port", dest="emulator_http_port", type=int, default=9588)
+    _emulator_ports(demo)
     emulator = commands.add_parser("emulator", help="run only the Microsoft 365 emulator")
     _common_flags(emulator, suppress=True)
-    emulator.add_argument("--emulator.smtp-port", dest="emulator_smtp_port", type=int, default=2587)
-    emulator.add_argument("--emulator.http-port", dest="emulator_http_port", type=int, default=9588)
+    _emulator_ports(emulator)
     emulator.add_argument(
         "--emulator.world",
         dest="emulator_world",

@@ -61,6 +61,12 @@ tenants:
     trace: {{interval: 30s}}
     quota: {{licenses: 5}}
 
+domains:
+  names: [contoso.com, fabrikam.com]
+  nameservers: [127.0.0.1]
+  port: {dns_port}
+  interval: 5m
+
 probes:
   # OAuth2 (XOAUTH2) submission: succeeds.
   - name: submission
@@ -137,6 +143,7 @@ def write_demo_config(emulator: Emulator, directory: Path) -> Path:
         graph_base_url=emulator.graph_base_url,
         ca_file=emulator.ca_file,
         smtp_port=emulator.smtp_port,
+        dns_port=emulator.dns_port,
         secrets=secrets,
         busy_mailbox=BUSY_MAILBOX,
     )
@@ -158,6 +165,7 @@ class Demo:
         listen_address: str = ":9587",
         smtp_port: int = 0,
         http_port: int = 0,
+        dns_port: int = 0,
         work_dir: Path | None = None,
         redactor: Redactor | None = None,
         traffic: bool = True,
@@ -167,7 +175,9 @@ class Demo:
             self._tempdir = tempfile.TemporaryDirectory(prefix="m365-demo-")
             work_dir = Path(self._tempdir.name)
         self.work_dir = work_dir
-        self.emulator = Emulator(smtp_port=smtp_port, http_port=http_port, tls_dir=work_dir / "tls")
+        self.emulator = Emulator(
+            smtp_port=smtp_port, http_port=http_port, dns_port=dns_port, tls_dir=work_dir / "tls"
+        )
         self._listen_address = listen_address
         self._redactor = redactor
         self._traffic_enabled = traffic
@@ -247,6 +257,7 @@ def _print_endpoints(out: TextIO, emulator: Emulator, exporter: Exporter | None)
     print(f"emulator token:     {emulator.http_url}/<tenant>/oauth2/v2.0/token", file=out)
     print(f"emulator control:   {emulator.http_url}/_emulator/smtp/faults", file=out)
     print(f"                    {emulator.http_url}/_emulator/graph/state", file=out)
+    print(f"emulator DNS:       127.0.0.1:{emulator.dns_port} (UDP and TCP)", file=out)
     print(f"emulator CA:        {emulator.ca_file}", file=out)
     print("mailbox password:   " + DEMO_PASSWORD + " (every emulated mailbox)", file=out)
     print("press Ctrl-C to stop", file=out, flush=True)
@@ -269,6 +280,7 @@ async def _run_demo(args: argparse.Namespace, redactor: Redactor, out: TextIO) -
         listen_address=args.listen_address,
         smtp_port=args.emulator_smtp_port,
         http_port=args.emulator_http_port,
+        dns_port=args.emulator_dns_port,
         redactor=redactor,
     )
     try:

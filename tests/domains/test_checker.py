@@ -11,8 +11,8 @@ import pytest
 from m365_smtp_exporter.domains import Check, DomainChecker
 from m365_smtp_exporter.domains.lookup import make_resolver
 from tests.domains.conftest import Samples, checks_config, closed_port, domain_samples, sample
-from tests.domains.dns_server import DnsServer, Fault, ZoneData
-from tests.domains.zones import (
+from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault, ZoneData
+from m365_smtp_exporter.emulator.dns_zones import (
     MICROSOFT_LOOKUPS,
     MICROSOFT_SPF,
     SELECTORS,

@@ -6,8 +6,8 @@ import pytest
 
 from m365_smtp_exporter.domains.dkim import DkimKey, DkimResult, check_dkim, key_state
 from m365_smtp_exporter.domains.lookup import DnsLookup, DnsLookupError
-from tests.domains.dns_server import DnsServer, Fault
-from tests.domains.zones import KEY, dkim_target, m365_domain
+from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault
+from m365_smtp_exporter.emulator.dns_zones import KEY, dkim_target, m365_domain
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from m365_smtp_exporter.domains.dmarc import (
     parse_dmarc,
 )
 from m365_smtp_exporter.domains.lookup import DnsLookup, DnsLookupError
-from tests.domains.dns_server import DnsServer, Fault
+from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault
 
 
 @pytest.mark.parametrize(

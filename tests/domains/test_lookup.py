@@ -14,7 +14,7 @@ from m365_smtp_exporter.domains.lookup import (
     make_resolver,
 )
 from tests.domains.conftest import checks_config, closed_port
-from tests.domains.dns_server import HOST, DnsServer, Fault
+from m365_smtp_exporter.emulator.dns_server import HOST, DnsServer, Fault
 
 
 async def rcode_of(server: DnsServer, name: str, rdtype: str) -> int:

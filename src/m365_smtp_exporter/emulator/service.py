@@ -17,6 +17,9 @@ from aiohttp import web
 from m365_smtp_exporter.emulator.certs import server_ssl_context
 from m365_smtp_exporter.emulator.control import control_routes
 from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
+from m365_smtp_exporter.emulator.dns_server import HOST as DNS_HOST
+from m365_smtp_exporter.emulator.dns_server import DnsServer
+from m365_smtp_exporter.emulator.dns_zones import demo_zones
 from m365_smtp_exporter.emulator.graph_api import GraphSettings, create_graph_app
 from m365_smtp_exporter.emulator.graph_faults import GraphFaults, GraphTraffic, graph_control_routes
 from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator, SmtpSettings
@@ -34,6 +37,7 @@ class Emulator:
         host: str = "127.0.0.1",
         smtp_port: int = 0,
         http_port: int = 0,
+        dns_port: int = 0,
         tls_dir: Path | None = None,
         delivery: DeliveryBehaviour | None = None,
         graph_settings: GraphSettings | None = None,
@@ -58,6 +62,9 @@ class Emulator:
         self.graph_traffic = GraphTraffic()
         self._graph_settings = graph_settings
         self._http_port = http_port
+        self._dns_port = dns_port
+        # Sending-domain records (SPF, DKIM, DMARC) of the emulated tenants.
+        self.dns = DnsServer(demo_zones())
         self._runner: web.AppRunner | None = None
 
     @property
@@ -67,6 +74,10 @@ class Emulator:
     @property
     def http_port(self) -> int:
         return self._http_port
+
+    @property
+    def dns_port(self) -> int:
+        return self.dns.port
 
     @property
     def http_url(self) -> str:
@@ -82,6 +93,7 @@ class Emulator:
         return f"{self.host}:{self._http_port}"
 
     async def start(self) -> None:
+        await self.dns.start(self._dns_port)
         await self.smtp.start()
         # HTTPS serves the SMTP side's current certificate (same CA). The context is built
         # once, so a later "certificate close to expiry" fault on SMTP leaves HTTPS alone.
@@ -104,6 +116,7 @@ class Emulator:
         log.info(
             "emulator listening",
             smtp=f"{self.host}:{self.smtp_port}",
+            dns=f"{DNS_HOST}:{self.dns_port}",
             https=self.http_url,
             ca_file=str(self.ca_file),
         )
@@ -118,6 +131,7 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
         await self.smtp.stop()
+        await self.dns.stop()
         # let cancelled delivery tasks finish unwinding before the loop closes
         await asyncio.sleep(0)
         if self._tempdir is not None:

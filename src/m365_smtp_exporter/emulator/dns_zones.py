@@ -1,10 +1,10 @@
-"""Zone data for the posture tests: Microsoft's SPF records and a well-set-up M365 domain."""
+"""DNS data of the emulated world: Microsoft's SPF records and Microsoft 365 sending domains."""
 
 from __future__ import annotations
 
 import base64
 
-from tests.domains.dns_server import ZoneData
+from m365_smtp_exporter.emulator.dns_server import RecordValues, ZoneData
 
 # A well-formed stand-in for a 2048-bit RSA public key (392 base64 characters, so the TXT
 # record needs two character-strings like a real one).
@@ -50,3 +50,22 @@ def m365_domain(
         if key is not None:
             zone[target] = {"TXT": f"v=DKIM1; k=rsa; p={key}"}
     return zone
+
+
+def demo_zones() -> ZoneData:
+    """contoso.com set up as Microsoft recommends; fabrikam.com with DMARC only monitoring
+    and a second DKIM selector never published (what the domain dashboards should show)."""
+    zones: dict[str, dict[str, RecordValues]] = {}
+    for data in (
+        MICROSOFT_SPF,
+        m365_domain("contoso.com"),
+        m365_domain(
+            "fabrikam.com",
+            spf="v=spf1 include:spf.protection.outlook.com ~all",
+            dmarc="v=DMARC1; p=none; rua=mailto:dmarc@fabrikam.com",
+        ),
+    ):
+        for name, records in data.items():
+            zones[name] = dict(records)
+    del zones["selector2._domainkey.fabrikam.com"]
+    return zones

@@ -1,4 +1,5 @@
-"""A DNS server for tests: UDP and TCP on one loopback port, answering from given data.
+"""An authoritative DNS server for the emulator and tests: UDP and TCP on one loopback port,
+answering from given data.
 
 Records come as a dict (`{"contoso.com": {"TXT": ["v=spf1 -all"], "MX": "10 mx.contoso.com."}}`,
 a TXT string longer than 255 bytes is split into character-strings) or as zone text. The
@@ -124,12 +125,12 @@ class DnsServer:
 
     # -- serving -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
         loop = asyncio.get_running_loop()
         # UDP and TCP must share the port number: a resolver has one port per nameserver.
-        for _ in range(20):
+        for _ in range(20 if port == 0 else 1):
             udp, _protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(HOST, 0)
+                lambda: _UdpProtocol(self), local_addr=(HOST, port)
             )
             port = udp.get_extra_info("sockname")[1]
             try:
@@ -139,7 +140,7 @@ class DnsServer:
                 continue
             self._udp, self.port = udp, port
             return
-        raise RuntimeError("no free port for UDP and TCP together")
+        raise OSError(f"no free port for DNS over UDP and TCP together ({HOST}:{port})")
 
     async def stop(self) -> None:
         if self._udp is not None:
