@@ -100,7 +100,7 @@ probes:
             password_file: {secrets}/mailbox}}
     mail_from: smtp-disabled@contoso.com
     rcpt_to: [probe-inbox@contoso.com]
-    interval: 60s
+    interval: 15s
     timeout: 10s
   # A mailbox whose 3 concurrent connections are sometimes all busy (432 4.3.2).
   - name: busy-mailbox
