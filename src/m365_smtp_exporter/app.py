@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -23,9 +23,12 @@ from m365_smtp_exporter.config import (
     TenantConfig,
     load_config,
 )
+from m365_smtp_exporter.delivery import DeliveryTracker
 from m365_smtp_exporter.domains import DomainChecker
 from m365_smtp_exporter.exposition import CachedExposition
+from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
+from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.logs import Redactor
 from m365_smtp_exporter.quota.metrics import quota_metrics
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
@@ -40,6 +43,8 @@ log = structlog.get_logger(__name__)
 TokenProviderFactory = Callable[[TenantConfig], TokenProvider]
 # Recovery times shrink as the 24 h window rolls: re-take quota snapshots this often (s).
 QUOTA_REFRESH = 30.0
+# How often pending delivery checks are looked at (each has its own back-off schedule).
+DELIVERY_POLL = 5.0
 ProbeRunner = Callable[..., Awaitable[ProbeResult]]
 
 
@@ -106,6 +111,8 @@ class Exporter:
         self.collector.add_source(quota_metrics(lambda: [t.quota for t in self.tenants.values()]))
         self.domains: DomainChecker | None = None
         self._domains_config: DomainChecksConfig | None = None
+        self.delivery: DeliveryTracker | None = None
+        self.collector.add_source(lambda: self.delivery.collect() if self.delivery else iter(()))
         self.collector.add_source(lambda: self.domains.collect() if self.domains else iter(()))
         self._probe_runner = probe_runner
         self._middlewares = middlewares
@@ -141,6 +148,8 @@ class Exporter:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.delivery is not None:
+            await self.delivery.close()
         for services in self.tenants.values():
             await services.close()
         self.tenants.clear()
@@ -193,6 +202,7 @@ class Exporter:
         self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in config.probes])
         await self._sync_tenants(config)
         self._sync_domains(config)
+        self._sync_delivery(config)
         self.store.record_reload(True)
         specs = [
             JobSpec(
@@ -212,6 +222,8 @@ class Exporter:
         if self.domains is not None:
             domains = self.domains
             specs.append(JobSpec("domains", domains.run, config.domains.interval, 0.0))
+        if self.delivery is not None and any(p.delivery for p in config.probes):
+            specs.append(JobSpec("delivery", self.delivery.poll, DELIVERY_POLL, 0.0, 1.0))
         self.scheduler.sync(specs)
 
     async def _sync_tenants(self, config: Config) -> None:
@@ -230,11 +242,32 @@ class Exporter:
                 tenant,
                 token_provider_factory=self._token_provider_factory,
                 probe_senders=senders,
+                trace_sinks=[self._trace_rows_for_delivery],
                 on_change=self.store.mark_changed,
             )
             self.tenants[name] = services
             if services.graph is not None:
                 self.graph_metrics.track(services.graph, services.puller)
+
+    def _trace_rows_for_delivery(self, tenant: str, records: Sequence[TraceRecord]) -> None:
+        if self.delivery is not None:
+            self.delivery.on_trace_rows(tenant, records)
+
+    def _graph_client(self, tenant: str) -> GraphClient | None:
+        services = self.tenants.get(tenant)
+        return services.graph if services is not None else None
+
+    def _sync_delivery(self, config: Config) -> None:
+        if self.delivery is None:
+            # the state file is read once, at start: pending checks survive restarts
+            self.delivery = DeliveryTracker(
+                self._graph_client,
+                config.probes,
+                state_file=config.state_file,
+                on_change=self.store.mark_changed,
+            )
+        else:
+            self.delivery.configure(config.probes)
 
     def _sync_domains(self, config: Config) -> None:
         if not config.domains.names:
@@ -272,6 +305,8 @@ class Exporter:
             scope = self.config.tenants[probe.tenant].smtp_scope
         result = await self._probe_runner(probe, token_provider=provider, token_scope=scope)
         self.store.record_probe(result)
+        if probe.delivery is not None and self.delivery is not None:
+            self.delivery.track(probe, probe_tenant_label(probe), result)
         services = self.tenants.get(probe.tenant or "")
         if result.success and services is not None:
             # the probe's own send counts against its sender at once; its trace rows replace it

@@ -20,6 +20,7 @@ import structlog
 
 from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import Config, parse_config
+from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
 from m365_smtp_exporter.emulator.service import Emulator
 from m365_smtp_exporter.emulator.traffic import BusyHolds, TrafficGenerator
 from m365_smtp_exporter.emulator.traffic_backfill import BackfillVolumes, backfill
@@ -39,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 DEMO_CONFIG_TEMPLATE = """\
 # Built-in configuration of `m365-smtp-exporter demo`: every endpoint is the local emulator.
+state_file: {work_dir}/delivery-state.json
 tenants:
   contoso:
     tenant_id: {contoso_tenant_id}
@@ -48,8 +50,11 @@ tenants:
     graph_base_url: {graph_base_url}
     ca_file: {ca_file}
     accepted_domains: [contoso.com]
-    trace: {{interval: 30s, overlap: 15m, lookback: 24h}}
-    quota: {{licenses: 25, senders: [campaign@contoso.com, probe@contoso.com]}}
+    trace: {{interval: 15s, overlap: 15m, lookback: 24h}}
+    quota:
+      licenses: 25
+      senders: [campaign@contoso.com, probe@contoso.com]
+      spam_policy: {{external_per_hour: 2000, internal_per_hour: 1000, recipients_per_day: 10000}}
   fabrikam:
     tenant_id: {fabrikam_tenant_id}
     client_id: {fabrikam_client_id}
@@ -79,6 +84,8 @@ probes:
     rcpt_to: [probe-inbox@contoso.com]
     interval: 20s
     timeout: 10s
+    # find each probe mail again in the mailbox: latency, Junk, SPF/DKIM/DMARC verdicts
+    delivery: {{mailbox: probe-inbox@contoso.com, timeout: 2m, poll_interval: 3s}}
   # The campaign mailbox: runs into its 10,000 recipients / 24 h limit (554 5.2.0).
   - name: campaign-mailbox
     tenant: contoso
@@ -88,7 +95,7 @@ probes:
     auth: {{mechanism: login, username: campaign@contoso.com, password_file: {secrets}/mailbox}}
     mail_from: campaign@contoso.com
     rcpt_to: [probe-inbox@contoso.com]
-    interval: 20s
+    interval: 10s
     timeout: 10s
   # SMTP AUTH switched off for this mailbox (535 5.7.139).
   - name: smtp-auth-disabled
@@ -126,6 +133,19 @@ probes:
 """
 
 
+# Time is compressed in the demo (trace rows appear after 20 s, not 5-10 minutes), and some
+# probe mail lands in Junk, fails SPF or is lost, so every panel has something to show.
+DEMO_DELIVERY = DeliveryBehaviour(
+    delay_seconds=1.0,
+    delay_max_seconds=8.0,
+    trace_lag_seconds=20.0,
+    junk_probability=0.1,
+    drop_probability=0.03,
+    spf_fail_probability=0.05,
+    spam_probability=0.02,
+)
+
+
 def write_demo_config(emulator: Emulator, directory: Path) -> Path:
     """Render the built-in configuration for a running emulator; secrets go to files."""
     secrets = directory / "secrets"
@@ -146,6 +166,7 @@ def write_demo_config(emulator: Emulator, directory: Path) -> Path:
         dns_port=emulator.dns_port,
         secrets=secrets,
         busy_mailbox=BUSY_MAILBOX,
+        work_dir=directory,
     )
     path = directory / "demo-config.yml"
     path.write_text(text)
@@ -176,7 +197,11 @@ class Demo:
             work_dir = Path(self._tempdir.name)
         self.work_dir = work_dir
         self.emulator = Emulator(
-            smtp_port=smtp_port, http_port=http_port, dns_port=dns_port, tls_dir=work_dir / "tls"
+            smtp_port=smtp_port,
+            http_port=http_port,
+            dns_port=dns_port,
+            tls_dir=work_dir / "tls",
+            delivery=DEMO_DELIVERY,
         )
         self._listen_address = listen_address
         self._redactor = redactor
@@ -203,7 +228,7 @@ class Demo:
         rng = random.Random()
         profile = profile_for_world(self.emulator.world)
         # The campaign starts close to its 10,000 recipients so quota rejections show early.
-        volumes = BackfillVolumes(campaign_recipients_min=9_300, campaign_recipients_max=9_700)
+        volumes = BackfillVolumes(campaign_recipients_min=9_600, campaign_recipients_max=9_900)
         summary = backfill(
             self.emulator.state,
             self.emulator.smtp.ledger,

@@ -1,8 +1,8 @@
 """Every metric the dashboards and alert rules may query, with its labels.
 
-This is the metric contract as the operational files see it. `pending=True` marks metrics the
-contract promises but the collector does not render yet (trace, quota, delivery, Graph and
-domain checks); the collector test in test_dashboards.py keeps the other entries honest.
+This is the metric contract as the operational files see it. test_dashboards.py checks the
+probe and exporter entries against collector.py; test_live_prometheus.py checks all of them
+against what a running demo exporter exposes.
 Names are the exposed family names: counters end in `_total`, histograms also expose
 `_bucket` (with `le`), `_sum` and `_count`.
 """
@@ -24,7 +24,6 @@ class ExportedMetric:
     name: str
     kind: Kind
     labels: tuple[str, ...]
-    pending: bool = False
 
     def samples(self) -> dict[str, frozenset[str]]:
         """Sample names this metric exposes, each with the labels its samples carry."""
@@ -70,51 +69,51 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_exporter_job_runs_total", Kind.COUNTER, ("task", "outcome")),
     ExportedMetric("m365_exporter_job_duration_seconds", Kind.HISTOGRAM, ("task",)),
     # quota engine
-    ExportedMetric("m365_quota_used", Kind.GAUGE, _QUOTA, pending=True),
-    ExportedMetric("m365_quota_limit", Kind.GAUGE, _QUOTA, pending=True),
-    ExportedMetric("m365_quota_utilization_ratio", Kind.GAUGE, _QUOTA, pending=True),
-    ExportedMetric("m365_quota_remaining", Kind.GAUGE, _QUOTA, pending=True),
-    ExportedMetric("m365_quota_recovery_seconds", Kind.GAUGE, _QUOTA, pending=True),
-    ExportedMetric("m365_quota_probe_recipients", Kind.GAUGE, ("tenant", "sender"), pending=True),
+    ExportedMetric("m365_quota_used", Kind.GAUGE, _QUOTA),
+    ExportedMetric("m365_quota_limit", Kind.GAUGE, _QUOTA),
+    ExportedMetric("m365_quota_utilization_ratio", Kind.GAUGE, _QUOTA),
+    ExportedMetric("m365_quota_remaining", Kind.GAUGE, _QUOTA),
+    ExportedMetric("m365_quota_recovery_seconds", Kind.GAUGE, _QUOTA),
+    ExportedMetric("m365_quota_probe_recipients", Kind.GAUGE, ("tenant", "sender")),
     # message trace
-    ExportedMetric(
-        "m365_trace_messages_total", Kind.COUNTER, ("tenant", "status", "direction"), pending=True
-    ),
-    ExportedMetric("m365_trace_pull_success", Kind.GAUGE, ("tenant",), pending=True),
-    ExportedMetric(
-        "m365_trace_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",), pending=True
-    ),
-    ExportedMetric("m365_trace_lag_seconds", Kind.GAUGE, ("tenant",), pending=True),
-    ExportedMetric("m365_trace_pulls_total", Kind.COUNTER, ("tenant", "outcome"), pending=True),
-    ExportedMetric("m365_trace_rows_window", Kind.GAUGE, ("tenant",), pending=True),
+    ExportedMetric("m365_trace_messages_total", Kind.COUNTER, ("tenant", "status", "direction")),
+    ExportedMetric("m365_trace_pull_success", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_trace_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_trace_lag_seconds", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_trace_pulls_total", Kind.COUNTER, ("tenant", "outcome")),
+    ExportedMetric("m365_trace_rows_window", Kind.GAUGE, ("tenant",)),
     # Microsoft Graph
-    ExportedMetric(
-        "m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code"), pending=True
-    ),
-    ExportedMetric(
-        "m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint"), pending=True
-    ),
-    ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",), pending=True),
-    ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",), pending=True),
+    ExportedMetric("m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code")),
+    ExportedMetric("m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint")),
+    ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",)),
     # delivery checks
-    ExportedMetric("m365_delivery_success", Kind.GAUGE, _DELIVERY, pending=True),
-    ExportedMetric("m365_delivery_latency_seconds", Kind.HISTOGRAM, _DELIVERY, pending=True),
-    ExportedMetric("m365_delivery_pending", Kind.GAUGE, _DELIVERY, pending=True),
-    ExportedMetric(
-        "m365_delivery_outcomes_total", Kind.COUNTER, (*_DELIVERY, "outcome"), pending=True
-    ),
-    ExportedMetric("m365_delivery_lost_total", Kind.COUNTER, _DELIVERY, pending=True),
-    ExportedMetric("m365_delivery_junk_total", Kind.COUNTER, _DELIVERY, pending=True),
-    ExportedMetric(
-        "m365_delivery_auth_result", Kind.GAUGE, (*_DELIVERY, "check", "result"), pending=True
-    ),
-    ExportedMetric("m365_delivery_trace_status", Kind.GAUGE, (*_DELIVERY, "status"), pending=True),
+    ExportedMetric("m365_delivery_success", Kind.GAUGE, _DELIVERY),
+    ExportedMetric("m365_delivery_latency_seconds", Kind.HISTOGRAM, _DELIVERY),
+    ExportedMetric("m365_delivery_pending", Kind.GAUGE, _DELIVERY),
+    ExportedMetric("m365_delivery_outcomes_total", Kind.COUNTER, (*_DELIVERY, "outcome")),
+    ExportedMetric("m365_delivery_lost_total", Kind.COUNTER, _DELIVERY),
+    ExportedMetric("m365_delivery_junk_total", Kind.COUNTER, _DELIVERY),
+    ExportedMetric("m365_delivery_auth_result", Kind.GAUGE, (*_DELIVERY, "check", "result")),
+    ExportedMetric("m365_delivery_trace_status", Kind.GAUGE, (*_DELIVERY, "status")),
+    ExportedMetric("m365_delivery_clock_skew_total", Kind.COUNTER, _DELIVERY),
+    ExportedMetric("m365_delivery_cleanup_failures_total", Kind.COUNTER, _DELIVERY),
+    ExportedMetric("m365_delivery_abandoned_total", Kind.COUNTER, _DELIVERY),
+    ExportedMetric("m365_delivery_lookup_errors_total", Kind.COUNTER, (*_DELIVERY, "reason")),
+    ExportedMetric("m365_delivery_budget_deferrals_total", Kind.COUNTER, ("tenant",)),
+    ExportedMetric("m365_delivery_state_errors_total", Kind.COUNTER, ("operation",)),
     # sending-domain checks
-    ExportedMetric("m365_domain_spf_valid", Kind.GAUGE, ("domain",), pending=True),
-    ExportedMetric("m365_domain_spf_lookups", Kind.GAUGE, ("domain",), pending=True),
-    ExportedMetric("m365_domain_dkim_enabled", Kind.GAUGE, ("domain", "selector"), pending=True),
-    ExportedMetric("m365_domain_dmarc_policy_info", Kind.GAUGE, ("domain", "policy"), pending=True),
-    ExportedMetric("m365_domain_check_success", Kind.GAUGE, ("domain", "check"), pending=True),
+    ExportedMetric("m365_domain_spf_valid", Kind.GAUGE, ("domain",)),
+    ExportedMetric("m365_domain_spf_lookups", Kind.GAUGE, ("domain",)),
+    ExportedMetric("m365_domain_dkim_enabled", Kind.GAUGE, ("domain", "selector")),
+    ExportedMetric("m365_domain_dmarc_policy_info", Kind.GAUGE, ("domain", "policy")),
+    ExportedMetric("m365_domain_check_success", Kind.GAUGE, ("domain", "check")),
+    ExportedMetric("m365_domain_spf_void_lookups", Kind.GAUGE, ("domain",)),
+    ExportedMetric("m365_domain_spf_includes_microsoft", Kind.GAUGE, ("domain",)),
+    ExportedMetric("m365_domain_spf_all_qualifier_info", Kind.GAUGE, ("domain", "qualifier")),
+    ExportedMetric("m365_domain_dkim_cname_info", Kind.GAUGE, ("domain", "selector", "target")),
+    ExportedMetric("m365_domain_dmarc_pct", Kind.GAUGE, ("domain",)),
+    ExportedMetric("m365_domain_last_check_timestamp_seconds", Kind.GAUGE, ("domain",)),
 )
 
 # Series Prometheus itself creates; None: any labels (ALERTS carries the alert's labels).

@@ -172,7 +172,7 @@ class TrafficGenerator:
     async def _campaign_loop(self) -> None:
         sender = self._profile.campaign_sender
         assert sender is not None
-        gap = self._rng.expovariate(self._campaign_rate / 60)
+        gap = 1.0  # the campaign is under way when the generator starts
         full_batch = len(self._campaign_recipients(sender))
         batch = full_batch
         while not await self._pause(gap):
@@ -180,16 +180,19 @@ class TrafficGenerator:
             subject = self._rng.choice(CAMPAIGN_SUBJECTS)
             content = self._message(sender, ["undisclosed-recipients:;"], subject)
             accepted = await self._send("campaign", sender, recipients, content)
+            # Like bulk-mail tools, a rejected batch is retried smaller at once, so the
+            # campaign fills its quota to the last recipient and the mailbox ends up blocked.
             if accepted:
                 self._next_subscriber += len(recipients)
-                batch = min(full_batch, batch * 2)
-                gap = self._rng.expovariate(self._campaign_rate / 60)
+                if batch == full_batch:
+                    gap = self._rng.expovariate(self._campaign_rate / 60)
+                else:
+                    gap = min(2.0, self._campaign_retry)
             elif batch > 1:
-                # Like bulk-mail tools: a rejected batch is retried smaller, so the campaign
-                # fills its quota to the last recipient and the mailbox ends up fully blocked.
                 batch = max(1, batch // 2)
                 gap = min(2.0, self._campaign_retry)
             else:  # blocked for every recipient: try again once the window may have rolled
+                batch = full_batch
                 gap = self._campaign_retry
 
     async def _busy_loop(self) -> None:

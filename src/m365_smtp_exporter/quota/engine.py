@@ -28,8 +28,9 @@ for the bucket granularity):
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
 from m365_smtp_exporter.quota.message_rate import MessageRateCounter
@@ -38,6 +39,7 @@ from m365_smtp_exporter.quota.rows import (
     Direction,
     QuotaRow,
     direction_of,
+    domain_of,
     normalize_address,
     normalize_message_id,
 )
@@ -48,6 +50,7 @@ from m365_smtp_exporter.quota.snapshot import (
     QuotaSnapshot,
 )
 from m365_smtp_exporter.quota.window import (
+    BUCKET_SECONDS,
     DAY,
     HOUR,
     BucketCounter,
@@ -75,6 +78,42 @@ class _SenderUsage:
 
     def __bool__(self) -> bool:
         return bool(self.external or self.internal or self.messages)
+
+
+class _AddressBook:
+    """Normalised addresses of one batch, and whether each is in an accepted domain.
+
+    A batch repeats a tenant's senders and correspondents many times over: each distinct
+    raw address is normalised and judged once.
+    """
+
+    __slots__ = ("_internal_domains", "_known", "get")
+
+    def __init__(self, internal_domains: Collection[str]) -> None:
+        self._internal_domains = internal_domains
+        self._known: dict[str, tuple[str, bool]] = {}
+        # raw address -> (normalised, ours), or None when not seen yet; the dict's own
+        # method, as it is called for every row
+        self.get: Callable[[str], tuple[str, bool] | None] = self._known.get
+
+    def add(self, raw: str) -> tuple[str, bool]:
+        address = normalize_address(raw)
+        if address == raw:
+            address = raw  # already normalised (the trace parser does it): keep one string
+        entry = self._known[raw] = (address, domain_of(address) in self._internal_domains)
+        return entry
+
+
+class _RowSums:
+    """Counted rows of one batch: per sender and bucket, by direction, and per message."""
+
+    __slots__ = ("external", "internal", "messages")
+
+    def __init__(self) -> None:
+        self.external: dict[str, dict[int, int]] = {}  # sender -> bucket -> rows
+        self.internal: dict[str, dict[int, int]] = {}
+        # (sender, bucket) -> message id -> rows; only buckets inside the message lookback
+        self.messages: dict[tuple[str, int], dict[str, int]] = {}
 
 
 class _Cutoffs:
@@ -144,51 +183,112 @@ class QuotaEngine:
         return _Cutoffs(bucket_of(now), self._message_window, self._horizon)
 
     def add_rows(self, rows: Iterable[QuotaRow]) -> None:
-        """Count trace rows (each row once: the caller de-duplicates by trace id)."""
+        """Count trace rows (each row once: the caller de-duplicates by trace id).
+
+        Rows are first summed per sender and minute, and the sums applied to the counters
+        once: a back-fill hands over hundreds of thousands of rows in one batch.
+        """
         now = self._advance()
         cutoffs = self._cutoffs(now)
-        internal = self._limits.internal_domains
+        day_cutoff, message_cutoff, horizon_cutoff = cutoffs.day, cutoffs.messages, cutoffs.horizon
         ignored = self._limits.ignored_statuses
+        # a trace row only matters to the probe ledger inside the match horizon, or when
+        # provisional probe rows wait for it (none are added while this batch is counted)
+        probes_pending = self._probes.pending > 0
         note_trace = self._probes.note_trace
-        apply = self._apply
-        by_direction = self._by_direction
-        counts = self._counts
-        received_rows = future = stale = ignored_status = counted = replaced_rows = 0
-        for row in rows:
-            received_rows += 1
-            sender = normalize_address(row.sender)
-            recipient = normalize_address(row.recipient)
-            direction = direction_of(sender, recipient, internal)
-            by_direction[direction] += 1
-            if direction is Direction.INBOUND or direction is Direction.RELAY:
+        addresses = _AddressBook(self._limits.internal_domains)
+        sums = _RowSums()
+        external_rows, internal_rows, message_rows = sums.external, sums.internal, sums.messages
+        floor = math.floor
+        outbound = internal = inbound = relay = 0
+        future = stale = ignored_status = replaced_rows = 0
+        for raw_sender, raw_recipient, raw_message_id, received, status in rows:
+            sender, sender_ours = addresses.get(raw_sender) or addresses.add(raw_sender)
+            recipient, recipient_ours = addresses.get(raw_recipient) or addresses.add(raw_recipient)
+            if not sender_ours:
+                if recipient_ours:
+                    inbound += 1
+                else:
+                    relay += 1
                 continue
-            external = direction is Direction.OUTBOUND
-            received = row.received_at
+            if recipient_ours:
+                internal += 1
+                per_sender = internal_rows
+            else:
+                outbound += 1
+                per_sender = external_rows
             if received > now:
                 received = now
                 future += 1
-            bucket = bucket_of(received)
-            message_id = normalize_message_id(row.message_id)
-            replaced = note_trace((sender, message_id, recipient), bucket, cutoffs.horizon)
-            if replaced is not None:
-                apply(sender, message_id, replaced, external=external, amount=-1, cutoffs=cutoffs)
-                replaced_rows += 1
-            if ignored and row.status.lower() in ignored:
+            bucket = floor(received / BUCKET_SECONDS)
+            message_id = None
+            if probes_pending or bucket >= horizon_cutoff:
+                message_id = normalize_message_id(raw_message_id)
+                replaced = note_trace((sender, message_id, recipient), bucket, horizon_cutoff)
+                if replaced is not None:
+                    self._apply(
+                        sender,
+                        message_id,
+                        replaced,
+                        external=not recipient_ours,
+                        amount=-1,
+                        cutoffs=cutoffs,
+                    )
+                    replaced_rows += 1
+            if ignored and status.lower() in ignored:
                 ignored_status += 1
-            elif bucket < cutoffs.day:
+                continue
+            if bucket < day_cutoff:
                 stale += 1
-            else:
-                apply(sender, message_id, bucket, external=external, amount=1, cutoffs=cutoffs)
-                counted += 1
-        counts.update(
-            rows_received=received_rows,
-            rows_counted=counted,
+                continue
+            buckets = per_sender.get(sender)
+            if buckets is None:
+                buckets = per_sender[sender] = {}
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+            if bucket >= message_cutoff:
+                if message_id is None:
+                    message_id = normalize_message_id(raw_message_id)
+                key = (sender, bucket)
+                messages = message_rows.get(key)
+                if messages is None:
+                    messages = message_rows[key] = {}
+                messages[message_id] = messages.get(message_id, 0) + 1
+        self._apply_sums(sums, cutoffs)
+        by_direction = {
+            Direction.OUTBOUND: outbound,
+            Direction.INTERNAL: internal,
+            Direction.INBOUND: inbound,
+            Direction.RELAY: relay,
+        }
+        self._by_direction.update({d: n for d, n in by_direction.items() if n})
+        ours = outbound + internal
+        self._counts.update(
+            rows_received=ours + inbound + relay,
+            rows_counted=ours - stale - ignored_status,
             rows_stale=stale,
             rows_future_clamped=future,
             rows_ignored_status=ignored_status,
             probe_rows_replaced=replaced_rows,
         )
         self._probes.prune(cutoffs.day, cutoffs.horizon)
+
+    def _usage(self, sender: str) -> _SenderUsage:
+        usage = self._senders.get(sender)
+        if usage is None:
+            usage = self._senders[sender] = _SenderUsage()
+        return usage
+
+    def _apply_sums(self, sums: _RowSums, cutoffs: _Cutoffs) -> None:
+        """Add summed rows to the sender and tenant counters."""
+        tenant: Counter[int] = Counter()
+        for sender, buckets in sums.external.items():
+            self._usage(sender).external.add_counts(buckets, cutoffs.day)
+            tenant.update(buckets)
+        self._tenant_external.add_counts(tenant, cutoffs.day)
+        for sender, buckets in sums.internal.items():
+            self._usage(sender).internal.add_counts(buckets, cutoffs.day)
+        for (sender, bucket), messages in sums.messages.items():
+            self._usage(sender).messages.add_messages(bucket, messages, cutoffs.messages)
 
     def record_probe_send(
         self, sender: str, message_id: str, recipients: Iterable[str], at: float

@@ -8,30 +8,34 @@ least one row (its rows normally share one timestamp). Rows are reference-counte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class MessageRateCounter:
     """Per-bucket sets of message ids with a row count each; buckets expire lazily."""
 
-    __slots__ = ("_buckets",)
+    __slots__ = ("_buckets", "_oldest")
 
     def __init__(self) -> None:
         self._buckets: dict[int, dict[str, int]] = {}
+        self._oldest = 0  # never above the oldest bucket held: pruning is due when below cutoff
 
     def __bool__(self) -> bool:
         return bool(self._buckets)
 
     def add(self, bucket: int, message_id: str, amount: int, cutoff: int) -> None:
         """Add `amount` rows (negative to retract) of `message_id` in `bucket`."""
-        buckets = self._buckets
-        if buckets and min(buckets) < cutoff:
+        if self._oldest < cutoff:
             self.prune(cutoff)
         if bucket < cutoff:
             return
+        buckets = self._buckets
         messages = buckets.get(bucket)
         if messages is None:
             if amount <= 0:
                 return
             messages = buckets[bucket] = {}
+            self._oldest = min(self._oldest, bucket)
         rows = messages.get(message_id, 0) + amount
         if rows > 0:
             messages[message_id] = rows
@@ -40,9 +44,25 @@ class MessageRateCounter:
             if not messages:
                 del buckets[bucket]
 
+    def add_messages(self, bucket: int, rows: Mapping[str, int], cutoff: int) -> None:
+        """Add positive row counts per message id in `bucket`: `add` for each, in one pass."""
+        if self._oldest < cutoff:
+            self.prune(cutoff)
+        if bucket < cutoff or not rows:
+            return
+        messages = self._buckets.get(bucket)
+        if messages is None:
+            self._buckets[bucket] = dict(rows)
+            self._oldest = min(self._oldest, bucket)
+            return
+        for message_id, count in rows.items():
+            messages[message_id] = messages.get(message_id, 0) + count
+
     def prune(self, cutoff: int) -> None:
-        for bucket in [b for b in self._buckets if b < cutoff]:
-            del self._buckets[bucket]
+        buckets = self._buckets
+        for bucket in [b for b in buckets if b < cutoff]:
+            del buckets[bucket]
+        self._oldest = min(buckets, default=cutoff)
 
     def counts(self) -> dict[int, int]:
         """Distinct messages per bucket."""

@@ -14,7 +14,7 @@ import heapq
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 BUCKET_SECONDS = 60
@@ -103,6 +103,26 @@ class BucketCounter:
             entries[index] = bucket << _COUNT_BITS | new
         else:
             del entries[index]
+
+    def add_counts(self, counts: Mapping[int, int], cutoff: int) -> None:
+        """Add positive `counts` per bucket: `add(bucket, n, cutoff)` for each, in one pass.
+
+        Buckets after the newest one held are appended, which is how a back-fill or a pull
+        of recent rows mostly arrives; earlier ones go through `add`.
+        """
+        self.prune(cutoff)
+        entries = self._entries
+        newest = entries[-1] >> _COUNT_BITS if entries else -1
+        for bucket in sorted(counts):
+            if bucket < cutoff:
+                continue
+            if bucket > newest:
+                count = min(counts[bucket], _COUNT_MASK)
+                entries.append(bucket << _COUNT_BITS | count)
+                self._total += count
+                newest = bucket
+            else:
+                self.add(bucket, counts[bucket], cutoff)
 
     def prune(self, cutoff: int) -> None:
         """Drop every bucket older than `cutoff`."""
