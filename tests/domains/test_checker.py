@@ -10,7 +10,6 @@ import pytest
 
 from m365_smtp_exporter.domains import Check, DomainChecker
 from m365_smtp_exporter.domains.lookup import make_resolver
-from tests.domains.conftest import Samples, checks_config, closed_port, domain_samples, sample
 from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault, ZoneData
 from m365_smtp_exporter.emulator.dns_zones import (
     MICROSOFT_LOOKUPS,
@@ -19,6 +18,7 @@ from m365_smtp_exporter.emulator.dns_zones import (
     dkim_target,
     m365_domain,
 )
+from tests.domains.conftest import Samples, checks_config, closed_port, domain_samples, sample
 from tests.emulator.conftest import ManualClock
 
 CHECKS = [check.value for check in Check]

@@ -13,8 +13,8 @@ from m365_smtp_exporter.domains.lookup import (
     FailureReason,
     make_resolver,
 )
-from tests.domains.conftest import checks_config, closed_port
 from m365_smtp_exporter.emulator.dns_server import HOST, DnsServer, Fault
+from tests.domains.conftest import checks_config, closed_port
 
 
 async def rcode_of(server: DnsServer, name: str, rdtype: str) -> int:
