@@ -32,6 +32,8 @@ from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.logs import Redactor
 from m365_smtp_exporter.quota.metrics import quota_metrics
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
+from m365_smtp_exporter.sharding import ALL as ALL_SHARDS
+from m365_smtp_exporter.sharding import Shard
 from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
 from m365_smtp_exporter.smtp.result import ProbeResult
 from m365_smtp_exporter.store import ResultsStore
@@ -90,8 +92,10 @@ class Exporter:
         token_provider_factory: TokenProviderFactory = AzureTokenProvider,
         probe_runner: ProbeRunner = run_probe,
         middlewares: list[Middleware] | None = None,
+        shard: Shard = ALL_SHARDS,
     ) -> None:
         self.config = config
+        self.shard = shard
         self.config_path = config_path
         self.listen_address = listen_address
         self.redactor = redactor or Redactor()
@@ -139,7 +143,8 @@ class Exporter:
         log.info(
             "exporter listening",
             address=f"{host or '*'}:{self.bound_port}",
-            probes=len(self.config.probes),
+            probes=len(self.active_probes()),
+            shard=str(self.shard),
             tenants=len(self.config.tenants),
         )
 
@@ -197,9 +202,14 @@ class Exporter:
             log.info("config reloaded", probes=len(config.probes), tenants=len(config.tenants))
             return True, []
 
+    def active_probes(self, config: Config | None = None) -> list[ProbeConfig]:
+        """The probes this replica runs (all of them unless `--shard` splits them)."""
+        return [p for p in (config or self.config).probes if self.shard.owns(p.name)]
+
     async def _apply(self, config: Config) -> None:
         self.redactor.add(config_secrets(config))
-        self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in config.probes])
+        probes = self.active_probes(config)
+        self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in probes])
         await self._sync_tenants(config)
         self._sync_domains(config)
         self._sync_delivery(config)
@@ -212,7 +222,7 @@ class Exporter:
                 jitter=probe.jitter,
                 first_delay=min(index * 0.5, probe.interval / 2),
             )
-            for index, probe in enumerate(config.probes)
+            for index, probe in enumerate(probes)
         ]
         for name, services in sorted(self.tenants.items()):
             if services.puller is not None:
@@ -222,7 +232,7 @@ class Exporter:
         if self.domains is not None:
             domains = self.domains
             specs.append(JobSpec("domains", domains.run, config.domains.interval, 0.0))
-        if self.delivery is not None and any(p.delivery for p in config.probes):
+        if self.delivery is not None and any(p.delivery for p in probes):
             specs.append(JobSpec("delivery", self.delivery.poll, DELIVERY_POLL, 0.0, 1.0))
         self.scheduler.sync(specs)
 
@@ -233,7 +243,7 @@ class Exporter:
                 await self.tenants.pop(name).close()
                 self.graph_metrics.forget(name)
         for name, tenant in config.tenants.items():
-            senders = [p.mail_from for p in config.probes if p.tenant == name]
+            senders = [p.mail_from for p in self.active_probes(config) if p.tenant == name]
             if name in self.tenants:
                 self.tenants[name].set_probe_senders(senders)
                 continue
@@ -242,6 +252,7 @@ class Exporter:
                 tenant,
                 token_provider_factory=self._token_provider_factory,
                 probe_senders=senders,
+                pull_trace=self.shard.owns(name),
                 trace_sinks=[self._trace_rows_for_delivery],
                 on_change=self.store.mark_changed,
             )
@@ -262,12 +273,12 @@ class Exporter:
             # the state file is read once, at start: pending checks survive restarts
             self.delivery = DeliveryTracker(
                 self._graph_client,
-                config.probes,
+                self.active_probes(config),
                 state_file=config.state_file,
                 on_change=self.store.mark_changed,
             )
         else:
-            self.delivery.configure(config.probes)
+            self.delivery.configure(self.active_probes(config))
 
     def _sync_domains(self, config: Config) -> None:
         if not config.domains.names:

@@ -12,6 +12,7 @@ from typing import TextIO
 from m365_smtp_exporter import __version__
 from m365_smtp_exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load_config
 from m365_smtp_exporter.logs import LEVELS, Redactor, configure_logging
+from m365_smtp_exporter.sharding import Shard
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 COMMANDS = ("run", "probe", "check-config", "demo", "emulator")
@@ -35,6 +36,12 @@ def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         dest="listen_address",
         default=default(DEFAULT_LISTEN_ADDRESS),
         help="address for /metrics and the status page (default: :9587)",
+    )
+    parser.add_argument(
+        "--shard",
+        dest="shard",
+        default=default("0/1"),
+        help="run only this replica's share i/n of the probes and trace pulls (default 0/1)",
     )
     parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default=default("info"))
     parser.add_argument(
@@ -160,8 +167,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(config: Config, args: argparse.Namespace, redactor: Redactor) -> int:
     from m365_smtp_exporter.app import Exporter
 
+    try:
+        shard = Shard.parse(args.shard)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     exporter = Exporter(
-        config, config_path=args.config_file, listen_address=args.listen_address, redactor=redactor
+        config,
+        config_path=args.config_file,
+        listen_address=args.listen_address,
+        redactor=redactor,
+        shard=shard,
     )
     try:
         await exporter.serve_forever()

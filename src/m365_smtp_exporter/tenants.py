@@ -25,6 +25,7 @@ class TenantServices:
         *,
         token_provider_factory: Callable[[TenantConfig], TokenProvider],
         probe_senders: Iterable[str] = (),
+        pull_trace: bool = True,
         trace_sinks: Sequence[TraceSink] = (),
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
@@ -40,7 +41,7 @@ class TenantServices:
         if config.has_credentials:
             self.tokens = token_provider_factory(config)
             self.graph = GraphClient.for_tenant(name, config, self.tokens)
-            if config.trace.enabled:
+            if config.trace.enabled and pull_trace:
                 self.puller = TracePuller.for_tenant(
                     name, config, self.graph, self._on_rows, clock=clock, on_change=on_change
                 )
