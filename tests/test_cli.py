@@ -169,3 +169,10 @@ async def scrape_until(port: int, ok: Callable[[str], bool]) -> str:
             if loop.time() > deadline:
                 raise AssertionError("condition never met")
             await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("command", ["", "run", "probe", "check-config", "demo", "emulator"])
+async def test_help_of_every_command(command: str) -> None:
+    code, out, err = await run_cli(*([command] if command else []), "--help")
+    assert code == 0, err
+    assert "--config.file" in out and "--web.listen-address" in out

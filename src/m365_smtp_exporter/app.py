@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class Exporter:
         probe_runner: ProbeRunner = run_probe,
         middlewares: list[Middleware] | None = None,
         shard: Shard = ALL_SHARDS,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
         self.shard = shard
@@ -120,6 +122,7 @@ class Exporter:
         self.collector.add_source(lambda: self.domains.collect() if self.domains else iter(()))
         self._probe_runner = probe_runner
         self._middlewares = middlewares
+        self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[object]] = set()
@@ -134,7 +137,9 @@ class Exporter:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_listen_address(self.listen_address)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, host, port, reuse_address=True, ssl_context=self._ssl_context
+        )
         await site.start()
         address = self._runner.addresses[0]
         self.bound_port = int(address[1])
@@ -143,6 +148,7 @@ class Exporter:
         log.info(
             "exporter listening",
             address=f"{host or '*'}:{self.bound_port}",
+            scheme=self.scheme,
             probes=len(self.active_probes()),
             shard=str(self.shard),
             tenants=len(self.config.tenants),
@@ -158,6 +164,10 @@ class Exporter:
         for services in self.tenants.values():
             await services.close()
         self.tenants.clear()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._ssl_context is not None else "http"
 
     def ready(self) -> bool:
         return self.scheduler.running

@@ -7,12 +7,15 @@ import asyncio
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from m365_smtp_exporter import __version__
 from m365_smtp_exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load_config
 from m365_smtp_exporter.logs import LEVELS, Redactor, configure_logging
 from m365_smtp_exporter.sharding import Shard
+
+if TYPE_CHECKING:
+    from m365_smtp_exporter.web_config import WebSecurity
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 COMMANDS = ("run", "probe", "check-config", "demo", "emulator")
@@ -29,13 +32,21 @@ def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         dest="config_file",
         type=Path,
         default=default(Path("m365-smtp-exporter.yml")),
-        help="configuration file (default: %(default)s)",
+        help="configuration file (default: m365-smtp-exporter.yml)",
     )
     parser.add_argument(
         "--web.listen-address",
         dest="listen_address",
         default=default(DEFAULT_LISTEN_ADDRESS),
         help="address for /metrics and the status page (default: :9587)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        type=Path,
+        default=default(None),
+        help="web configuration file (Prometheus exporter-toolkit format): TLS and basic "
+        "authentication (default: none, plain HTTP)",
     )
     parser.add_argument(
         "--shard",
@@ -117,9 +128,30 @@ def _load(path: Path, out: TextIO, env: Mapping[str, str] | None = None) -> Conf
         return None
 
 
-def check_config(path: Path, out: TextIO = sys.stdout, env: Mapping[str, str] | None = None) -> int:
+def _load_web(path: Path | None, out: TextIO) -> WebSecurity | None:
+    """No file: plain HTTP, no authentication. None: the file is unusable (and reported)."""
+    from m365_smtp_exporter.web_config import WebSecurity, load_web_security
+
+    if path is None:
+        return WebSecurity()
+    try:
+        return load_web_security(path)
+    except ConfigError as exc:
+        print(f"web configuration error in {path}:", file=out)
+        for line in exc.errors:
+            print(f"  {line}", file=out)
+        return None
+
+
+def check_config(
+    path: Path,
+    out: TextIO = sys.stdout,
+    env: Mapping[str, str] | None = None,
+    web_config_file: Path | None = None,
+) -> int:
     config = _load(path, out, env)
-    if config is None:
+    web = _load_web(web_config_file, out)
+    if config is None or web is None:
         return EXIT_CONFIG
     print(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.probes)} probe(s)", file=out)
     for name, tenant in config.tenants.items():
@@ -136,6 +168,8 @@ def check_config(path: Path, out: TextIO = sys.stdout, env: Mapping[str, str] | 
             f"(timeout {probe.timeout:g}s) {probe.mail_from} -> {', '.join(probe.rcpt_to)}",
             file=out,
         )
+    if web_config_file is not None:
+        print(f"{web_config_file}: OK, {web.config.describe()}", file=out)
     return EXIT_OK
 
 
@@ -145,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     command = args.command or "run"
     if command == "check-config":
-        return check_config(args.config_file)
+        return check_config(args.config_file, web_config_file=args.web_config_file)
     redactor = configure_logging(args.log_level, args.log_format)
     if command == "probe":
         from m365_smtp_exporter.probe_command import run_probe_command
@@ -157,14 +191,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in ("demo", "emulator"):
         from m365_smtp_exporter.demo import run_demo_command
 
-        return run_demo_command(command, args, redactor)
+        if command == "emulator":
+            return run_demo_command(command, args, redactor)
+        demo_web = _load_web(args.web_config_file, sys.stderr)
+        if demo_web is None:
+            return EXIT_CONFIG
+        return run_demo_command(command, args, redactor, web_security=demo_web)
     config = _load(args.config_file, sys.stderr)
-    if config is None:
+    web = _load_web(args.web_config_file, sys.stderr)
+    if config is None or web is None:
         return EXIT_CONFIG
-    return asyncio.run(_serve(config, args, redactor))
+    return asyncio.run(_serve(config, args, redactor, web))
 
 
-async def _serve(config: Config, args: argparse.Namespace, redactor: Redactor) -> int:
+async def _serve(
+    config: Config, args: argparse.Namespace, redactor: Redactor, web: WebSecurity
+) -> int:
     from m365_smtp_exporter.app import Exporter
 
     try:
@@ -178,6 +220,8 @@ async def _serve(config: Config, args: argparse.Namespace, redactor: Redactor) -
         listen_address=args.listen_address,
         redactor=redactor,
         shard=shard,
+        middlewares=web.build_middlewares(),
+        ssl_context=web.ssl_context,
     )
     try:
         await exporter.serve_forever()

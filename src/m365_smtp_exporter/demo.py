@@ -35,6 +35,7 @@ from m365_smtp_exporter.emulator.world import (
     load_world,
 )
 from m365_smtp_exporter.logs import Redactor
+from m365_smtp_exporter.web_config import WebSecurity
 
 log = structlog.get_logger(__name__)
 
@@ -190,6 +191,7 @@ class Demo:
         work_dir: Path | None = None,
         redactor: Redactor | None = None,
         traffic: bool = True,
+        web_security: WebSecurity | None = None,
     ) -> None:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if work_dir is None:
@@ -206,6 +208,7 @@ class Demo:
         self._listen_address = listen_address
         self._redactor = redactor
         self._traffic_enabled = traffic
+        self._web_security = web_security or WebSecurity()
         self.exporter: Exporter | None = None
         self.config_path: Path | None = None
         self.traffic: TrafficGenerator | None = None
@@ -221,6 +224,8 @@ class Demo:
             config_path=self.config_path,
             listen_address=self._listen_address,
             redactor=self._redactor,
+            middlewares=self._web_security.build_middlewares(),
+            ssl_context=self._web_security.ssl_context,
         )
         await self.exporter.start()
 
@@ -275,8 +280,9 @@ class Demo:
 def _print_endpoints(out: TextIO, emulator: Emulator, exporter: Exporter | None) -> None:
     if exporter is not None:
         port = exporter.bound_port
-        print(f"exporter metrics:   http://localhost:{port}/metrics", file=out)
-        print(f"exporter status:    http://localhost:{port}/", file=out)
+        base = f"{exporter.scheme}://localhost:{port}"
+        print(f"exporter metrics:   {base}/metrics", file=out)
+        print(f"exporter status:    {base}/", file=out)
     print(f"emulator SMTP:      {emulator.host}:{emulator.smtp_port} (STARTTLS)", file=out)
     print(f"emulator Graph:     {emulator.graph_base_url}", file=out)
     print(f"emulator token:     {emulator.http_url}/<tenant>/oauth2/v2.0/token", file=out)
@@ -300,13 +306,16 @@ async def _until_signalled() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _run_demo(args: argparse.Namespace, redactor: Redactor, out: TextIO) -> int:
+async def _run_demo(
+    args: argparse.Namespace, redactor: Redactor, out: TextIO, web_security: WebSecurity
+) -> int:
     demo = Demo(
         listen_address=args.listen_address,
         smtp_port=args.emulator_smtp_port,
         http_port=args.emulator_http_port,
         dns_port=args.emulator_dns_port,
         redactor=redactor,
+        web_security=web_security,
     )
     try:
         await demo.start()
@@ -342,8 +351,12 @@ async def _run_emulator(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def run_demo_command(
-    command: str, args: argparse.Namespace, redactor: Redactor, out: TextIO = sys.stdout
+    command: str,
+    args: argparse.Namespace,
+    redactor: Redactor,
+    out: TextIO = sys.stdout,
+    web_security: WebSecurity | None = None,
 ) -> int:
     if command == "emulator":
         return asyncio.run(_run_emulator(args, out))
-    return asyncio.run(_run_demo(args, redactor, out))
+    return asyncio.run(_run_demo(args, redactor, out, web_security or WebSecurity()))
