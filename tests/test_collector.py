@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client.registry import CollectorRegistry
+import zlib
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from m365_smtp_exporter.collector import StoreCollector
 from m365_smtp_exporter.exposition import CachedExposition
@@ -148,3 +152,30 @@ def test_promtool_accepts_the_exposition() -> None:
     store.record_probe(throttled(70.0))
     store.record_job("probe:submission", "success", 0.3)
     assert promtool_check_metrics(make_exposition(store).render()) == ""
+
+
+def test_gzip_exposition_is_the_same_body_in_one_gzip_member() -> None:
+    store = ResultsStore()
+    store.sync_probes([("contoso", "submission", "smtp.example:587")])
+    store.record_probe(success(10.0))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(store))
+    live = CollectorRegistry(auto_describe=False)
+    live_collector = FakeLive()
+    live.register(live_collector)
+    exposition = CachedExposition(store, registry, live)
+    for _ in range(3):  # the compressed prefix is reused; the live part changes
+        live_collector.value += 1
+        body = exposition.render_gzip()
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        assert decompressor.decompress(body) == exposition.render()
+        assert decompressor.eof and decompressor.unused_data == b""
+    assert exposition.renders == 1
+
+
+class FakeLive(Collector):
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("live_value", "changes on every scrape", value=self.value)

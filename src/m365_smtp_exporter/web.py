@@ -44,8 +44,13 @@ def create_web_app(
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[EXPOSITION_KEY].render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    exposition = request.app[EXPOSITION_KEY]
+    if "gzip" in request.headers.get("Accept-Encoding", ""):  # Prometheus always asks
+        return web.Response(
+            body=exposition.render_gzip(),
+            headers={"Content-Type": CONTENT_TYPE, "Content-Encoding": "gzip"},
+        )
+    return web.Response(body=exposition.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _healthy(request: web.Request) -> web.Response:

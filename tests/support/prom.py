@@ -15,8 +15,10 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         if os.environ.get("M365_EXPORTER_REQUIRE_PROMETHEUS"):
-            pytest.fail(f"{name} is required in CI (apt-get install prometheus)")
-        pytest.skip(f"{name} not installed (apt-get install prometheus)")
+            pytest.fail(
+                f"{name} is required in CI (apt-get install prometheus prometheus-alertmanager)"
+            )
+        pytest.skip(f"{name} not installed (apt-get install prometheus prometheus-alertmanager)")
     return path
 
 
