@@ -132,13 +132,13 @@ class DnsServer:
             udp, _protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(HOST, port)
             )
-            port = udp.get_extra_info("sockname")[1]
+            bound = udp.get_extra_info("sockname")[1]
             try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, HOST, port)
-            except OSError:
+                self._tcp = await asyncio.start_server(self._serve_tcp, HOST, bound)
+            except OSError:  # the TCP side of that port is taken: try another pair
                 udp.close()
                 continue
-            self._udp, self.port = udp, port
+            self._udp, self.port = udp, bound
             return
         raise OSError(f"no free port for DNS over UDP and TCP together ({HOST}:{port})")
 
