@@ -316,7 +316,7 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.DOTALL)
 
 
-def _format_errors(exc: ValidationError) -> list[str]:
+def format_errors(exc: ValidationError) -> list[str]:
     """`path: message` lines. Model-level checks start their message with the field they
     concern ("timeout: ..."), which is joined onto the model's path."""
     lines: list[str] = []
@@ -366,10 +366,8 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def parse_config(
-    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
-) -> Config:
-    """Parse and validate YAML text. Raises ConfigError listing every problem."""
+def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """The YAML document as a mapping (empty for an empty file); ConfigError otherwise."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -378,9 +376,17 @@ def parse_config(
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"{source}: {problem}{where}"]) from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: top level must be a mapping"])
+    return raw
+
+
+def parse_config(
+    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
+) -> Config:
+    """Parse and validate YAML text. Raises ConfigError listing every problem."""
+    raw = load_yaml_mapping(text, source)
     errors: list[str] = []
     expanded = _expand_env(raw, "", os.environ if env is None else env, errors)
     if errors:
@@ -388,7 +394,7 @@ def parse_config(
     try:
         return Config.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        raise ConfigError(format_errors(exc)) from None
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:

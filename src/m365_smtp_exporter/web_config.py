@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Self, TypeVar
 
-import yaml
 from aiohttp.typedefs import Middleware
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from m365_smtp_exporter.config import ConfigError, StrictModel, _format_errors
+from m365_smtp_exporter.config import ConfigError, StrictModel, format_errors, load_yaml_mapping
 from m365_smtp_exporter.web_auth import BasicAuthGuard, client_name_guard, response_headers
 
 _TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -225,21 +224,11 @@ class WebConfig(StrictModel):
 
 def parse_web_config(text: str, *, source: str, directory: Path) -> WebConfig:
     """Validate YAML text; file names are taken relative to `directory`."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{source}: {problem}{where}"]) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"{source}: top level must be a mapping"])
+    raw = load_yaml_mapping(text, source)
     try:
         config = WebConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        raise ConfigError(format_errors(exc)) from None
     if config.tls_server_config is None:
         return config
     return config.model_copy(
