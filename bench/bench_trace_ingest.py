@@ -3,18 +3,20 @@
 Starts the emulator's Graph application on 127.0.0.1 in a child process with N trace rows
 (default 200,000) spread over the last 23 hours, then, in this process:
 
-(a) fast path: one full `TracePuller` pull of the last 24 hours (SDK request builder and
+(a) fast path: full `TracePuller` pulls of the last 24 hours (SDK request builder and
     request adapter with its middleware, raw bytes, orjson, `TraceRecord`s, de-duplication)
-    feeding `QuotaEngine.add_rows`;
+    feeding `QuotaEngine.add_rows`; each pull (default 3) with a new puller and engine;
 (b) typed path: `client.admin.exchange.tracing.message_traces.get()` and `with_url(next)`
     on the same query for a few pages only (default 2,000 rows; typed parsing manages a few
     hundred rows per second), extrapolated to N.
 
 "client CPU" is this process's CPU time: the emulator runs in another process, so its time
-to filter, sort and serialise pages shows in wall time only. The target is 100,000 rows/s
-of client CPU for (a) on one core; the script exits with status 1 below it.
+to filter, sort and serialise pages shows in wall time only. Other processes on a shared
+machine only ever add to it, so the pull with the least client CPU is shown in detail and
+judged, and every pull's figure is printed. The target is 100,000 rows/s of client CPU
+for (a) on one core; the script exits with status 1 below it.
 
-    python bench/bench_trace_ingest.py [--rows N] [--typed-rows M] [--page-size P]
+    python bench/bench_trace_ingest.py [--rows N] [--pulls K] [--typed-rows M] [--page-size P]
 """
 
 from __future__ import annotations
@@ -194,6 +196,33 @@ class EngineSink:
         self.stage.add(time.perf_counter() - wall, time.process_time() - cpu)
 
 
+class GcTimer:
+    """CPU time spent in the cyclic garbage collector, and full collections run.
+
+    Trace records are tuples that stay tracked, so full collections walk every record held
+    so far, plus every object the SDK's modules left (unless frozen with `--gc-freeze`).
+    """
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+        self.full_collections = 0
+        self._started = 0.0
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+            return
+        self.cpu += time.process_time() - self._started
+        self.full_collections += info["generation"] == 2
+
+
 @dataclass
 class Figures:
     rows: int
@@ -202,6 +231,7 @@ class Figures:
     fetch: Stage
     parse: Stage
     sink: Stage
+    gc: GcTimer
 
 
 async def fast_path(client: GraphClient, page_size: int) -> Figures:
@@ -210,12 +240,13 @@ async def fast_path(client: GraphClient, page_size: int) -> Figures:
     puller = TracePuller(
         TENANT.name, pages, sink, settings=TraceConfig(lookback="24h", page_size=page_size)
     )
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = await puller.pull()
-    total = Stage(time.perf_counter() - wall, time.process_time() - cpu)
+    with GcTimer() as collector:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = await puller.pull()
+        total = Stage(time.perf_counter() - wall, time.process_time() - cpu)
     if not result.ok:
         raise SystemExit(f"fast path pull failed: {result.outcome} {result.error}")
-    return Figures(sink.rows, pages.pages, total, pages.fetch, pages.parse, sink.stage)
+    return Figures(sink.rows, pages.pages, total, pages.fetch, pages.parse, sink.stage, collector)
 
 
 async def typed_path(client: GraphClient, rows: int, page_size: int) -> tuple[int, Stage]:
@@ -240,7 +271,9 @@ def rate(rows: int, seconds: float) -> float:
     return rows / seconds if seconds > 0 else float("inf")
 
 
-def print_table(figures: Figures, typed_rows: int, typed: Stage, rows: int) -> bool:
+def print_table(pulls: Sequence[Figures], typed_rows: int, typed: Stage) -> bool:
+    figures = min(pulls, key=lambda pull: pull.total.cpu)
+    rows = figures.rows
     print(f"\ntrace ingest: {rows:,} rows, {figures.pages} pages, emulator in a separate process")
     sink_name = "quota engine" if QuotaEngine is not None else "dict aggregation (no engine)"
     header = (
@@ -255,6 +288,8 @@ def print_table(figures: Figures, typed_rows: int, typed: Stage, rows: int) -> b
             f"{rate(n, stage.wall):>12,.0f} {rate(n, stage.cpu):>11,.0f}"
         )
 
+    every = ", ".join(f"{rate(pull.rows, pull.total.cpu):,.0f}" for pull in pulls)
+    print(f"(a) fast path, client CPU rows/s of each pull: {every}; the best:")
     line("(a) fast path, whole pull", figures.rows, figures.total)
     without_sink = Stage(
         figures.total.wall - figures.sink.wall, figures.total.cpu - figures.sink.cpu
@@ -263,6 +298,11 @@ def print_table(figures: Figures, typed_rows: int, typed: Stage, rows: int) -> b
     line("    fetch: SDK adapter + HTTP + emulator", figures.rows, figures.fetch)
     line("    parse: orjson + TraceRecord", figures.rows, figures.parse)
     line(f"    sink: {sink_name}", figures.rows, figures.sink)
+    collector = figures.gc
+    print(
+        f"    garbage collection, spread over the stages above: {collector.cpu:.2f} s CPU,"
+        f" {collector.full_collections} full collections"
+    )
     line("(b) typed msgraph-sdk, measured", typed_rows, typed)
     extrapolated = Stage(typed.wall * rows / typed_rows, typed.cpu * rows / typed_rows)
     line(f"(b) typed, extrapolated to {rows:,} rows", rows, extrapolated)
@@ -288,14 +328,18 @@ async def measure(base_url: str, token: str, args: argparse.Namespace) -> bool:
         budget=RequestBudget(limit=100_000),
         request_timeout=300.0,
     ) as client:
-        figures = await fast_path(client, args.page_size)
+        pulls = []
+        for _ in range(args.pulls):
+            gc.collect()  # the previous pull's records go before, not during, the next one
+            pulls.append(await fast_path(client, args.page_size))
         typed_rows, typed = await typed_path(client, args.typed_rows, args.typed_page_size)
-    return print_table(figures, typed_rows, typed, figures.rows)
+    return print_table(pulls, typed_rows, typed)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--pulls", type=int, default=3, help="fast-path pulls to run")
     parser.add_argument("--typed-rows", type=int, default=2_000)
     parser.add_argument("--page-size", type=int, default=5_000)
     parser.add_argument("--typed-page-size", type=int, default=500)
@@ -305,7 +349,16 @@ def main() -> int:
         help="call gc.freeze() after start-up, as a long-running service may, so full "
         "collections skip the SDK's many module objects",
     )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        metavar="N",
+        help="collect the youngest generation every N allocations (CPython's default: 700), "
+        "as a long-running service may tune it",
+    )
     args = parser.parse_args()
+    if args.pulls < 1:
+        parser.error("--pulls must be at least 1")
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     emulator = context.Process(target=serve_emulator, args=(args.rows, theirs), daemon=True)
@@ -317,6 +370,8 @@ def main() -> int:
         if args.gc_freeze:
             gc.collect()
             gc.freeze()
+        if args.gc_threshold is not None:
+            gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
         met = asyncio.run(measure(base_url, token, args))
     finally:
         ours.send("stop")

@@ -6,6 +6,7 @@ and a row in bucket B leaves the 24 h window at (B + 1441) * 60, i.e. T0 + 86,46
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -17,6 +18,7 @@ from m365_smtp_exporter.quota import (
     QuotaLimits,
     QuotaRow,
     QuotaSnapshot,
+    RowFields,
 )
 
 T0 = 1_767_225_600.0
@@ -292,3 +294,36 @@ def test_probe_sends_from_outside_senders_and_stale_probes_are_ignored() -> None
     engine.record_probe_send(A, "p2", ["x@partner.example"], T0)  # older than 24 h
     assert engine.snapshot().senders == {}
     assert engine.stats.probe_rows_counted == 0
+
+
+def test_a_large_batch_counts_as_its_rows_fed_one_at_a_time() -> None:
+    # a back-fill's shape: many senders and minutes in one batch, with rows of other
+    # directions, ignored statuses, stale and future rows, and a pending probe mixed in
+    rng = random.Random(11)
+    clock = Clock(T0 + 90_000)
+    senders = [f"s{i}@contoso.com" for i in range(40)] + ["X@Partner.Example "]
+    recipients = external(30) + internal(10) + ["S1@CONTOSO.COM"]
+    batch: list[RowFields] = []
+    for message in range(2_000):
+        sender = rng.choice(senders)
+        skewed = rng.random() < 0.02  # stamped after the engine clock
+        at = clock.now + 45 if skewed else clock.now - rng.uniform(0, 90_000)
+        status = rng.choice(["delivered", "delivered", "failed", "pending"])
+        for recipient in rng.sample(recipients, rng.randint(1, 3)):
+            batch.append((sender, recipient, f"<m{message}@contoso.com>", at, status))
+    one_shot, row_by_row = (engine_at(clock, ignored_statuses=frozenset({"pending"})) for _ in "ab")
+    probe_sender, probe_recipient, probe_id, probe_at, _ = next(
+        row for row in reversed(batch) if row[0].startswith("s") and row[3] < clock.now
+    )
+    for engine in (one_shot, row_by_row):
+        engine.record_probe_send(
+            probe_sender, probe_id, [probe_recipient, "p@else.example"], probe_at
+        )
+    one_shot.add_rows(batch)
+    for row in batch:
+        row_by_row.add_rows([row])
+    expected = row_by_row.snapshot()
+    assert one_shot.snapshot() == expected
+    assert expected.stats.probe_rows_replaced == 1
+    assert expected.stats.rows_stale and expected.stats.rows_future_clamped
+    assert expected.stats.rows_ignored_status and expected.stats.rows_by_direction["inbound"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from m365_smtp_exporter.quota.message_rate import MessageRateCounter
@@ -122,3 +122,86 @@ def test_message_counter_counts_distinct_messages_per_bucket() -> None:
     counter.prune(103)
     assert not counter
     assert counter.peak() == 0
+
+
+bucket_counts = st.dictionaries(st.integers(0, 40), st.integers(1, 5), max_size=12)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(-2, 5)), max_size=30),
+    bucket_counts,
+    st.integers(0, 30),
+)
+def test_adding_counts_at_once_equals_adding_them_one_by_one(
+    earlier: list[tuple[int, int]], counts: dict[int, int], cutoff: int
+) -> None:
+    at_once, one_by_one = BucketCounter(), BucketCounter()
+    for bucket, amount in earlier:
+        at_once.add(bucket, amount, 0)
+        one_by_one.add(bucket, amount, 0)
+    at_once.add_counts(counts, cutoff)
+    for bucket, count in counts.items():
+        one_by_one.add(bucket, count, cutoff)
+    assert list(at_once.buckets(cutoff)) == list(one_by_one.buckets(cutoff))
+    assert at_once.total_since(cutoff) == one_by_one.total_since(cutoff)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 20), st.sampled_from("abc"), st.integers(-2, 3)), max_size=20
+    ),
+    st.integers(0, 20),
+    st.dictionaries(st.sampled_from("abcd"), st.integers(1, 4), max_size=4),
+    st.integers(0, 15),
+)
+def test_adding_a_bucket_of_messages_equals_adding_each(
+    earlier: list[tuple[int, str, int]], bucket: int, rows: dict[str, int], cutoff: int
+) -> None:
+    at_once, one_by_one = MessageRateCounter(), MessageRateCounter()
+    for earlier_bucket, message_id, amount in earlier:
+        at_once.add(earlier_bucket, message_id, amount, 0)
+        one_by_one.add(earlier_bucket, message_id, amount, 0)
+    at_once.add_messages(bucket, rows, cutoff)
+    for message_id, count in rows.items():
+        one_by_one.add(bucket, message_id, count, cutoff)
+    one_by_one.prune(cutoff)  # add_messages prunes even when given no rows
+    assert at_once.counts() == one_by_one.counts()
+    # later retractions see the same per-message row counts
+    for message_id in "abcd":
+        at_once.add(bucket, message_id, -1, cutoff)
+        one_by_one.add(bucket, message_id, -1, cutoff)
+    assert at_once.counts() == one_by_one.counts()
+
+
+@settings(max_examples=400)  # expiry bugs need a few steps in the right order to show
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 30),
+            st.sampled_from("abc"),
+            st.integers(-2, 3),
+            st.integers(0, 25),
+            st.booleans(),
+        ),
+        max_size=60,
+    )
+)
+def test_message_counter_matches_a_plain_model(
+    ops: list[tuple[int, str, int, int, bool]],
+) -> None:
+    counter = MessageRateCounter()
+    model: dict[int, Counter[str]] = {}
+    cutoff = 0
+    for bucket, message_id, amount, raise_cutoff, as_batch in ops:
+        cutoff = max(cutoff, raise_cutoff)
+        if as_batch and amount > 0:
+            counter.add_messages(bucket, {message_id: amount}, cutoff)
+        else:
+            counter.add(bucket, message_id, amount, cutoff)
+        model = {b: rows for b, rows in model.items() if b >= cutoff}
+        if bucket >= cutoff:
+            rows = model.setdefault(bucket, Counter())
+            rows[message_id] = max(0, rows[message_id] + amount)
+            model = {b: +rows for b, rows in model.items() if +rows}
+        # every add expires what is out of the window: peak() reads all buckets held
+        assert counter.counts() == {b: len(rows) for b, rows in model.items()}

@@ -13,7 +13,13 @@ from m365_smtp_exporter.quota.cardinality import (
 )
 from m365_smtp_exporter.quota.engine import QuotaEngine
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits, terrl_limit
-from m365_smtp_exporter.quota.rows import Direction, QuotaRow, direction_of, row_from_graph
+from m365_smtp_exporter.quota.rows import (
+    Direction,
+    QuotaRow,
+    RowFields,
+    direction_of,
+    row_from_graph,
+)
 from m365_smtp_exporter.quota.snapshot import (
     TENANT_SENDER,
     IngestStats,
@@ -34,6 +40,7 @@ __all__ = [
     "QuotaLimits",
     "QuotaRow",
     "QuotaSnapshot",
+    "RowFields",
     "SenderSelection",
     "direction_of",
     "hash_sender",

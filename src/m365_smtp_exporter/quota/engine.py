@@ -1,7 +1,7 @@
 """The quota engine: rolling per-sender and tenant usage rebuilt from message-trace rows.
 
 Pure computation: the clock is injected and there is no I/O. Rules (see also window.py
-for the bucket granularity):
+for the bucket granularity; batch.py sums each batch of rows before the counters see it):
 
 - Only rows whose sender is in an accepted domain count; inbound and relayed rows are
   only tallied by direction.
@@ -28,18 +28,17 @@ for the bucket granularity):
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 
+from m365_smtp_exporter.quota.batch import BatchCutoffs, BatchSums, sum_rows
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
 from m365_smtp_exporter.quota.message_rate import MessageRateCounter
 from m365_smtp_exporter.quota.probes import ProbeKey, ProbeLedger
 from m365_smtp_exporter.quota.rows import (
     Direction,
-    QuotaRow,
+    RowFields,
     direction_of,
-    domain_of,
     normalize_address,
     normalize_message_id,
 )
@@ -50,7 +49,6 @@ from m365_smtp_exporter.quota.snapshot import (
     QuotaSnapshot,
 )
 from m365_smtp_exporter.quota.window import (
-    BUCKET_SECONDS,
     DAY,
     HOUR,
     BucketCounter,
@@ -78,42 +76,6 @@ class _SenderUsage:
 
     def __bool__(self) -> bool:
         return bool(self.external or self.internal or self.messages)
-
-
-class _AddressBook:
-    """Normalised addresses of one batch, and whether each is in an accepted domain.
-
-    A batch repeats a tenant's senders and correspondents many times over: each distinct
-    raw address is normalised and judged once.
-    """
-
-    __slots__ = ("_internal_domains", "_known", "get")
-
-    def __init__(self, internal_domains: Collection[str]) -> None:
-        self._internal_domains = internal_domains
-        self._known: dict[str, tuple[str, bool]] = {}
-        # raw address -> (normalised, ours), or None when not seen yet; the dict's own
-        # method, as it is called for every row
-        self.get: Callable[[str], tuple[str, bool] | None] = self._known.get
-
-    def add(self, raw: str) -> tuple[str, bool]:
-        address = normalize_address(raw)
-        if address == raw:
-            address = raw  # already normalised (the trace parser does it): keep one string
-        entry = self._known[raw] = (address, domain_of(address) in self._internal_domains)
-        return entry
-
-
-class _RowSums:
-    """Counted rows of one batch: per sender and bucket, by direction, and per message."""
-
-    __slots__ = ("external", "internal", "messages")
-
-    def __init__(self) -> None:
-        self.external: dict[str, dict[int, int]] = {}  # sender -> bucket -> rows
-        self.internal: dict[str, dict[int, int]] = {}
-        # (sender, bucket) -> message id -> rows; only buckets inside the message lookback
-        self.messages: dict[tuple[str, int], dict[str, int]] = {}
 
 
 class _Cutoffs:
@@ -182,93 +144,30 @@ class QuotaEngine:
     def _cutoffs(self, now: float) -> _Cutoffs:
         return _Cutoffs(bucket_of(now), self._message_window, self._horizon)
 
-    def add_rows(self, rows: Iterable[QuotaRow]) -> None:
-        """Count trace rows (each row once: the caller de-duplicates by trace id).
-
-        Rows are first summed per sender and minute, and the sums applied to the counters
-        once: a back-fill hands over hundreds of thousands of rows in one batch.
-        """
+    def add_rows(self, rows: Iterable[RowFields]) -> None:
+        """Count trace rows, `QuotaRow`s or plain tuples of their fields (each row once: the
+        caller de-duplicates by trace id). The batch is summed first (see batch.py)."""
         now = self._advance()
         cutoffs = self._cutoffs(now)
-        day_cutoff, message_cutoff, horizon_cutoff = cutoffs.day, cutoffs.messages, cutoffs.horizon
-        ignored = self._limits.ignored_statuses
-        # a trace row only matters to the probe ledger inside the match horizon, or when
-        # provisional probe rows wait for it (none are added while this batch is counted)
-        probes_pending = self._probes.pending > 0
-        note_trace = self._probes.note_trace
-        addresses = _AddressBook(self._limits.internal_domains)
-        sums = _RowSums()
-        external_rows, internal_rows, message_rows = sums.external, sums.internal, sums.messages
-        floor = math.floor
-        outbound = internal = inbound = relay = 0
-        future = stale = ignored_status = replaced_rows = 0
-        for raw_sender, raw_recipient, raw_message_id, received, status in rows:
-            sender, sender_ours = addresses.get(raw_sender) or addresses.add(raw_sender)
-            recipient, recipient_ours = addresses.get(raw_recipient) or addresses.add(raw_recipient)
-            if not sender_ours:
-                if recipient_ours:
-                    inbound += 1
-                else:
-                    relay += 1
-                continue
-            if recipient_ours:
-                internal += 1
-                per_sender = internal_rows
-            else:
-                outbound += 1
-                per_sender = external_rows
-            if received > now:
-                received = now
-                future += 1
-            bucket = floor(received / BUCKET_SECONDS)
-            message_id = None
-            if probes_pending or bucket >= horizon_cutoff:
-                message_id = normalize_message_id(raw_message_id)
-                replaced = note_trace((sender, message_id, recipient), bucket, horizon_cutoff)
-                if replaced is not None:
-                    self._apply(
-                        sender,
-                        message_id,
-                        replaced,
-                        external=not recipient_ours,
-                        amount=-1,
-                        cutoffs=cutoffs,
-                    )
-                    replaced_rows += 1
-            if ignored and status.lower() in ignored:
-                ignored_status += 1
-                continue
-            if bucket < day_cutoff:
-                stale += 1
-                continue
-            buckets = per_sender.get(sender)
-            if buckets is None:
-                buckets = per_sender[sender] = {}
-            buckets[bucket] = buckets.get(bucket, 0) + 1
-            if bucket >= message_cutoff:
-                if message_id is None:
-                    message_id = normalize_message_id(raw_message_id)
-                key = (sender, bucket)
-                messages = message_rows.get(key)
-                if messages is None:
-                    messages = message_rows[key] = {}
-                messages[message_id] = messages.get(message_id, 0) + 1
+        sums = sum_rows(
+            rows,
+            now=now,
+            cutoffs=BatchCutoffs(cutoffs.day, cutoffs.messages, cutoffs.horizon),
+            internal_domains=self._limits.internal_domains,
+            ignored_statuses=self._limits.ignored_statuses,
+            probes=self._probes,
+        )
+        for sender, message_id, bucket, external in sums.retractions:
+            self._apply(sender, message_id, bucket, external=external, amount=-1, cutoffs=cutoffs)
         self._apply_sums(sums, cutoffs)
-        by_direction = {
-            Direction.OUTBOUND: outbound,
-            Direction.INTERNAL: internal,
-            Direction.INBOUND: inbound,
-            Direction.RELAY: relay,
-        }
-        self._by_direction.update({d: n for d, n in by_direction.items() if n})
-        ours = outbound + internal
+        self._by_direction.update(sums.by_direction)
         self._counts.update(
-            rows_received=ours + inbound + relay,
-            rows_counted=ours - stale - ignored_status,
-            rows_stale=stale,
-            rows_future_clamped=future,
-            rows_ignored_status=ignored_status,
-            probe_rows_replaced=replaced_rows,
+            rows_received=sums.received,
+            rows_counted=sums.counted,
+            rows_stale=sums.stale,
+            rows_future_clamped=sums.future_clamped,
+            rows_ignored_status=sums.status_ignored,
+            probe_rows_replaced=len(sums.retractions),
         )
         self._probes.prune(cutoffs.day, cutoffs.horizon)
 
@@ -278,7 +177,7 @@ class QuotaEngine:
             usage = self._senders[sender] = _SenderUsage()
         return usage
 
-    def _apply_sums(self, sums: _RowSums, cutoffs: _Cutoffs) -> None:
+    def _apply_sums(self, sums: BatchSums, cutoffs: _Cutoffs) -> None:
         """Add summed rows to the sender and tenant counters."""
         tenant: Counter[int] = Counter()
         for sender, buckets in sums.external.items():

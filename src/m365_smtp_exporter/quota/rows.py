@@ -18,6 +18,11 @@ class QuotaRow(NamedTuple):
     status: str
 
 
+# QuotaRow's fields in its order as a plain tuple: what the engine reads, by position, so a
+# caller holding other records can hand over their fields without building QuotaRows.
+RowFields = tuple[str, str, str, float, str]
+
+
 class Direction(enum.StrEnum):
     """Where a row goes, judged by the tenant's accepted domains."""
 

@@ -14,7 +14,7 @@ from m365_smtp_exporter.config import TenantConfig
 from m365_smtp_exporter.quota.cardinality import SenderSelection, select_series
 from m365_smtp_exporter.quota.engine import QuotaEngine
 from m365_smtp_exporter.quota.limits import QuotaLimits
-from m365_smtp_exporter.quota.rows import QuotaRow, normalize_address
+from m365_smtp_exporter.quota.rows import RowFields, normalize_address
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 
 DAY = 86_400.0
@@ -65,7 +65,7 @@ class TenantQuota:
         self._probe_sends: deque[tuple[float, str, int]] = deque()
         self._label_of: dict[str, str] = {}
 
-    def add_rows(self, rows: Iterable[QuotaRow]) -> None:
+    def add_rows(self, rows: Iterable[RowFields]) -> None:
         self.engine.add_rows(rows)
 
     def record_probe_send(
