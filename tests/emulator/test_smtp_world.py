@@ -16,7 +16,7 @@ from cryptography import x509
 from pydantic import ValidationError
 
 from m365_smtp_exporter.emulator.certs import TlsMaterial
-from m365_smtp_exporter.emulator.state import EmulatorState, terrl_limit
+from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.emulator.world import (
     CONTOSO_TENANT_ID,
     DEMO_PASSWORD,
@@ -25,6 +25,7 @@ from m365_smtp_exporter.emulator.world import (
     load_world,
     populate,
 )
+from m365_smtp_exporter.quota import terrl_limit
 
 WORLD_YAML = """
 tenants:

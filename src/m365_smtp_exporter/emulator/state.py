@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from m365_smtp_exporter.quota.limits import terrl_limit
+
 Clock = Callable[[], float]
 
 TRACE_STATUSES = ("delivered", "pending", "failed", "quarantined", "filteredAsSpam", "expanded")
@@ -23,11 +25,6 @@ FOLDER_IDS = {
     "junkemail": "AAMkAGI2TGuLAAA=junkemail",
     "deleteditems": "AAMkAGI2TGuLAAA=deleteditems",
 }
-
-
-def terrl_limit(licenses: int) -> int:
-    """Tenant external recipient rate limit: 500 * licenses^0.7 + 9500 (Microsoft's formula)."""
-    return int(500 * licenses**0.7 + 9500)
 
 
 def graph_datetime(ts: float) -> str:
