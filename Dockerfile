@@ -24,7 +24,7 @@ COPY src ./src
 # A self-contained virtual environment, byte-compiled at install time because the runtime
 # image cannot write __pycache__.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install . \
+ && /opt/venv/bin/pip install '.[demo]' \
  && /opt/venv/bin/pip uninstall --yes pip
 
 FROM ${PYTHON_IMAGE}

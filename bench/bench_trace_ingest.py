@@ -36,11 +36,11 @@ from typing import Any
 
 from aiohttp import web
 
+from m365_emulator.graph.api import GraphSettings, create_graph_app
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import EmulatorState, Tenant, TraceRow
 from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import TraceConfig
-from m365_smtp_exporter.emulator.graph_api import GraphSettings, create_graph_app
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState, Tenant, TraceRow
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.records import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -176,3 +177,17 @@ async def test_help_of_every_command(command: str) -> None:
     code, out, err = await run_cli(*([command] if command else []), "--help")
     assert code == 0, err
     assert "--config.file" in out and "--web.listen-address" in out
+
+
+def test_demo_without_the_emulator_extra_says_what_to_install() -> None:
+    # aiosmtpd comes with the `demo` extra only; sys.modules[...] = None hides it.
+    code = (
+        "import sys; sys.modules['aiosmtpd'] = None\n"
+        "from m365_smtp_exporter.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert "pip install 'm365-smtp-exporter[demo]'" in done.stderr

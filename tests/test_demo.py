@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,19 +63,3 @@ async def test_demo_probes_report_success_and_microsoft_rejections(demo: Demo) -
     assert inbox is not None
     await demo.emulator.smtp.delivery.wait_idle()
     assert any("m365probe" in message.internet_message_id for message in inbox.messages)
-
-
-def test_exporter_code_never_imports_the_emulator() -> None:
-    allowed = {SRC / "demo.py"}
-    for path in SRC.rglob("*.py"):
-        if path.is_relative_to(SRC / "emulator") or path in allowed:
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                assert "emulator" not in name, f"{path} imports {name}"

@@ -11,16 +11,16 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from m365_smtp_exporter.app import Exporter
-from m365_smtp_exporter.config import parse_config
-from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.world import (
+from m365_emulator.service import Emulator
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_emulator.world import (
     CONTOSO_CLIENT_ID,
     CONTOSO_TENANT_ID,
     DEMO_PASSWORD,
     default_world,
 )
+from m365_smtp_exporter.app import Exporter
+from m365_smtp_exporter.config import parse_config
 from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from m365_smtp_exporter.quota import LimitName
 from tests.support.prom import promtool_check_metrics, value
@@ -158,7 +158,7 @@ async def test_quota_headroom_matches_where_microsoft_starts_refusing(
 async def test_graph_faults_are_counted_and_the_pull_catches_up(
     emulator: Emulator, exporter: Exporter
 ) -> None:
-    from m365_smtp_exporter.emulator.graph_faults import EndpointKind, GraphFault
+    from m365_emulator.graph.faults import EndpointKind, GraphFault
 
     services = exporter.tenants["contoso"]
     assert await services.pull_trace()

@@ -12,10 +12,10 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from m365_emulator.service import Emulator
+from m365_emulator.world import DEMO_PASSWORD
 from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import ProbeConfig
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.world import DEMO_PASSWORD
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
 

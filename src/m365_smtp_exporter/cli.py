@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         return asyncio.run(run_probe_command(config, args.name, sys.stdout))
     if command in ("demo", "emulator"):
+        if importlib.util.find_spec("aiosmtpd") is None:
+            print(
+                f"`{command}` needs the emulator's dependencies: "
+                "pip install 'm365-smtp-exporter[demo]'",
+                file=sys.stderr,
+            )
+            return EXIT_CONFIG
         from m365_smtp_exporter.demo import run_demo_command
 
         if command == "emulator":

@@ -10,22 +10,22 @@ import asyncio
 import contextlib
 import random
 import signal
+import string
 import sys
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
 import structlog
 
-from m365_smtp_exporter.app import Exporter
-from m365_smtp_exporter.config import Config, parse_config
-from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.traffic import BusyHolds, TrafficGenerator
-from m365_smtp_exporter.emulator.traffic_backfill import BackfillVolumes, backfill
-from m365_smtp_exporter.emulator.traffic_model import BUSY_MAILBOX, profile_for_world
-from m365_smtp_exporter.emulator.world import (
+from m365_emulator.service import Emulator
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_emulator.traffic.backfill import BackfillVolumes, backfill
+from m365_emulator.traffic.generator import BusyHolds, TrafficGenerator
+from m365_emulator.traffic.model import BUSY_MAILBOX, profile_for_world
+from m365_emulator.world import (
     CONTOSO_CLIENT_ID,
     CONTOSO_TENANT_ID,
     DEMO_PASSWORD,
@@ -34,104 +34,21 @@ from m365_smtp_exporter.emulator.world import (
     default_world,
     load_world,
 )
+from m365_smtp_exporter.app import Exporter
+from m365_smtp_exporter.config import Config, parse_config
 from m365_smtp_exporter.logs import Redactor
 from m365_smtp_exporter.web_config import WebSecurity
 
 log = structlog.get_logger(__name__)
 
-DEMO_CONFIG_TEMPLATE = """\
-# Built-in configuration of `m365-smtp-exporter demo`: every endpoint is the local emulator.
-state_file: {work_dir}/delivery-state.json
-tenants:
-  contoso:
-    tenant_id: {contoso_tenant_id}
-    client_id: {contoso_client_id}
-    client_secret_file: {secrets}/contoso-client-secret
-    authority: {authority}
-    graph_base_url: {graph_base_url}
-    ca_file: {ca_file}
-    accepted_domains: [contoso.com]
-    trace: {{interval: 15s, overlap: 15m, lookback: 24h}}
-    quota:
-      licenses: 25
-      senders: [campaign@contoso.com, probe@contoso.com]
-      spam_policy: {{external_per_hour: 2000, internal_per_hour: 1000, recipients_per_day: 10000}}
-  fabrikam:
-    tenant_id: {fabrikam_tenant_id}
-    client_id: {fabrikam_client_id}
-    client_secret_file: {secrets}/fabrikam-client-secret
-    authority: {authority}
-    graph_base_url: {graph_base_url}
-    ca_file: {ca_file}
-    accepted_domains: [fabrikam.com]
-    trace: {{interval: 30s}}
-    quota: {{licenses: 5}}
+# The built-in configuration is package data (a YAML file users can read and copy); `demo`
+# fills in where the running emulator listens.
+DEMO_CONFIG_RESOURCE = "demo.yml"
 
-domains:
-  names: [contoso.com, fabrikam.com]
-  nameservers: [127.0.0.1]
-  port: {dns_port}
-  interval: 5m
 
-probes:
-  # OAuth2 (XOAUTH2) submission: succeeds.
-  - name: submission
-    tenant: contoso
-    host: 127.0.0.1
-    port: {smtp_port}
-    ca_file: {ca_file}
-    auth: {{mechanism: xoauth2, username: probe@contoso.com}}
-    mail_from: probe@contoso.com
-    rcpt_to: [probe-inbox@contoso.com]
-    interval: 20s
-    timeout: 10s
-    # find each probe mail again in the mailbox: latency, Junk, SPF/DKIM/DMARC verdicts
-    delivery: {{mailbox: probe-inbox@contoso.com, timeout: 2m, poll_interval: 3s}}
-  # The campaign mailbox: runs into its 10,000 recipients / 24 h limit (554 5.2.0).
-  - name: campaign-mailbox
-    tenant: contoso
-    host: 127.0.0.1
-    port: {smtp_port}
-    ca_file: {ca_file}
-    auth: {{mechanism: login, username: campaign@contoso.com, password_file: {secrets}/mailbox}}
-    mail_from: campaign@contoso.com
-    rcpt_to: [probe-inbox@contoso.com]
-    interval: 10s
-    timeout: 10s
-  # SMTP AUTH switched off for this mailbox (535 5.7.139).
-  - name: smtp-auth-disabled
-    tenant: contoso
-    host: 127.0.0.1
-    port: {smtp_port}
-    ca_file: {ca_file}
-    auth: {{mechanism: login, username: smtp-disabled@contoso.com,
-            password_file: {secrets}/mailbox}}
-    mail_from: smtp-disabled@contoso.com
-    rcpt_to: [probe-inbox@contoso.com]
-    interval: 15s
-    timeout: 10s
-  # A mailbox whose 3 concurrent connections are sometimes all busy (432 4.3.2).
-  - name: busy-mailbox
-    tenant: contoso
-    host: 127.0.0.1
-    port: {smtp_port}
-    ca_file: {ca_file}
-    auth: {{mechanism: login, username: {busy_mailbox}, password_file: {secrets}/mailbox}}
-    mail_from: {busy_mailbox}
-    rcpt_to: [probe-inbox@contoso.com]
-    interval: 15s
-    timeout: 10s
-  - name: fabrikam-submission
-    tenant: fabrikam
-    host: 127.0.0.1
-    port: {smtp_port}
-    ca_file: {ca_file}
-    auth: {{mechanism: xoauth2, username: probe@fabrikam.com}}
-    mail_from: probe@fabrikam.com
-    rcpt_to: [probe@fabrikam.com]
-    interval: 30s
-    timeout: 10s
-"""
+def demo_config_template() -> string.Template:
+    text = resources.files("m365_smtp_exporter").joinpath(DEMO_CONFIG_RESOURCE).read_text("utf-8")
+    return string.Template(text)
 
 
 # Time is compressed in the demo (trace rows appear after 20 s, not 5-10 minutes), and some
@@ -155,7 +72,7 @@ def write_demo_config(emulator: Emulator, directory: Path) -> Path:
     for name in ("contoso", "fabrikam"):
         (secrets / f"{name}-client-secret").write_text(world[name].client_secret.get_secret_value())
     (secrets / "mailbox").write_text(DEMO_PASSWORD)
-    text = DEMO_CONFIG_TEMPLATE.format(
+    text = demo_config_template().substitute(
         contoso_tenant_id=CONTOSO_TENANT_ID,
         contoso_client_id=CONTOSO_CLIENT_ID,
         fabrikam_tenant_id=FABRIKAM_TENANT_ID,

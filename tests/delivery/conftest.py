@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import EmulatorState, StoredMessage
 from m365_smtp_exporter.config import DeliveryConfig, ProbeConfig
 from m365_smtp_exporter.delivery import DeliveryTracker
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState, StoredMessage
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.smtp.result import ProbeResult

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent, DeliveryBehaviour
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.config import ProbeConfig, TraceConfig
 from m365_smtp_exporter.delivery import DeliveryTracker
-from m365_smtp_exporter.emulator.delivery import AcceptedMessage, DeliveryAgent, DeliveryBehaviour
-from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.graph.trace import GraphTracePages, TracePuller

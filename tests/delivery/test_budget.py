@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from m365_emulator.graph.faults import EndpointKind
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.config import TraceConfig
 from m365_smtp_exporter.delivery import DeliveryTracker
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind
-from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.trace import GraphTracePages, TracePuller

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.delivery import DeliveryTracker
-from m365_smtp_exporter.emulator.state import EmulatorState
 from tests.delivery.conftest import (
     POLL,
     TENANT,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from m365_emulator.graph.faults import EndpointKind, GraphFault
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.delivery import Stage
 from m365_smtp_exporter.delivery.checks import Check
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind, GraphFault
-from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.graph.client import GraphClient
 from tests.delivery.conftest import (
     MAILBOX,

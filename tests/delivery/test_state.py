@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.delivery import Stage
 from m365_smtp_exporter.delivery.state_file import (
     DeliveryState,
     StateFile,
     StateFileError,
 )
-from m365_smtp_exporter.emulator.state import EmulatorState
 from tests.delivery.conftest import (
     POLL,
     TENANT,

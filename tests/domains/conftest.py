@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from prometheus_client.registry import CollectorRegistry
 
+from m365_emulator.dns.server import HOST, DnsServer
+from m365_emulator.dns.zones import MICROSOFT_SPF
 from m365_smtp_exporter.collector import StoreCollector
 from m365_smtp_exporter.config import DomainChecksConfig
 from m365_smtp_exporter.domains import DomainChecker
 from m365_smtp_exporter.domains.lookup import DnsLookup, make_resolver
-from m365_smtp_exporter.emulator.dns_server import HOST, DnsServer
-from m365_smtp_exporter.emulator.dns_zones import MICROSOFT_SPF
 from m365_smtp_exporter.store import ResultsStore
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -8,16 +8,16 @@ import dns.asyncresolver
 import dns.resolver
 import pytest
 
-from m365_smtp_exporter.domains import Check, DomainChecker
-from m365_smtp_exporter.domains.lookup import make_resolver
-from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault, ZoneData
-from m365_smtp_exporter.emulator.dns_zones import (
+from m365_emulator.dns.server import DnsServer, Fault, ZoneData
+from m365_emulator.dns.zones import (
     MICROSOFT_LOOKUPS,
     MICROSOFT_SPF,
     SELECTORS,
     dkim_target,
     m365_domain,
 )
+from m365_smtp_exporter.domains import Check, DomainChecker
+from m365_smtp_exporter.domains.lookup import make_resolver
 from tests.domains.conftest import Samples, checks_config, closed_port, domain_samples, sample
 from tests.emulator.conftest import ManualClock
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from m365_emulator.dns.server import DnsServer, Fault
+from m365_emulator.dns.zones import KEY, dkim_target, m365_domain
 from m365_smtp_exporter.domains.dkim import DkimKey, DkimResult, check_dkim, key_state
 from m365_smtp_exporter.domains.lookup import DnsLookup, DnsLookupError
-from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault
-from m365_smtp_exporter.emulator.dns_zones import KEY, dkim_target, m365_domain
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from m365_emulator.dns.server import DnsServer, Fault
 from m365_smtp_exporter.domains.dmarc import (
     DmarcPolicy,
     DmarcResult,
@@ -12,7 +13,6 @@ from m365_smtp_exporter.domains.dmarc import (
     parse_dmarc,
 )
 from m365_smtp_exporter.domains.lookup import DnsLookup, DnsLookupError
-from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault
 
 
 @pytest.mark.parametrize(

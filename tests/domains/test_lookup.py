@@ -7,13 +7,13 @@ import dns.message
 import dns.rcode
 import pytest
 
+from m365_emulator.dns.server import HOST, DnsServer, Fault
 from m365_smtp_exporter.domains.lookup import (
     DnsLookup,
     DnsLookupError,
     FailureReason,
     make_resolver,
 )
-from m365_smtp_exporter.emulator.dns_server import HOST, DnsServer, Fault
 from tests.domains.conftest import checks_config, closed_port
 
 

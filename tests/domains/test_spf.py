@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from m365_emulator.dns.server import DnsServer, Fault, ZoneData
+from m365_emulator.dns.zones import MICROSOFT_LOOKUPS
 from m365_smtp_exporter.domains.lookup import DnsLookup, DnsLookupError
 from m365_smtp_exporter.domains.spf import LOOKUP_LIMIT, check_spf
 from m365_smtp_exporter.domains.spf_syntax import Qualifier
-from m365_smtp_exporter.emulator.dns_server import DnsServer, Fault, ZoneData
-from m365_smtp_exporter.emulator.dns_zones import MICROSOFT_LOOKUPS
 
 M365_INCLUDE = "include:spf.protection.outlook.com"
 

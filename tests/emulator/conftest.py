@@ -11,11 +11,11 @@ import aiosmtplib
 import pytest
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.control import control_routes
-from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator, SmtpSettings
-from m365_smtp_exporter.emulator.state import EmulatorState
-from m365_smtp_exporter.emulator.world import DEMO_PASSWORD, default_world, populate
+from m365_emulator.control import control_routes
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_emulator.smtp.server import SmtpEmulator, SmtpSettings
+from m365_emulator.state import EmulatorState
+from m365_emulator.world import DEMO_PASSWORD, default_world, populate
 
 START = 1_769_000_000.0  # 2026-01-21, a fixed emulated "now"
 PASSWORD = DEMO_PASSWORD

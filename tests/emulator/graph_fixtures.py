@@ -13,16 +13,16 @@ import aiohttp
 import trustme
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.graph_api import (
+from m365_emulator.graph.api import (
     GRAPH_FAULTS,
     GRAPH_TRAFFIC,
     GraphSettings,
     Sleep,
     create_graph_app,
 )
-from m365_smtp_exporter.emulator.graph_faults import GraphFaults, GraphTraffic, graph_control_routes
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import (
+from m365_emulator.graph.faults import GraphFaults, GraphTraffic, graph_control_routes
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import (
     Clock,
     EmulatorState,
     Mailbox,

@@ -10,14 +10,14 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from m365_smtp_exporter.emulator.graph_api import GraphSettings
-from m365_smtp_exporter.emulator.graph_faults import (
+from m365_emulator.graph.api import GraphSettings
+from m365_emulator.graph.faults import (
     EndpointKind,
     GraphFault,
     GraphFaults,
     InjectedFault,
 )
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
+from m365_emulator.graph.http_common import GRAPH_SCOPE
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import (
     CONTOSO,

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from m365_smtp_exporter.emulator.graph_mail import MESSAGE_PROPERTIES
-from m365_smtp_exporter.emulator.state import FOLDER_IDS, EmulatorState, Mailbox, StoredMessage
+from m365_emulator.graph.mail import MESSAGE_PROPERTIES
+from m365_emulator.state import FOLDER_IDS, EmulatorState, Mailbox, StoredMessage
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import (
     FABRIKAM_USER,

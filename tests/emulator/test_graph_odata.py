@@ -8,17 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from m365_smtp_exporter.emulator.graph_http import GraphError
-from m365_smtp_exporter.emulator.graph_throttle import RollingWindowLimiter
-from m365_smtp_exporter.emulator.graph_trace import (
-    DAY,
-    TraceFilter,
-    TraceLimits,
-    TraceQuery,
-    compile_trace_filter,
-    resolve_window,
-)
-from m365_smtp_exporter.emulator.odata import (
+from m365_emulator.graph.http_common import GraphError
+from m365_emulator.graph.odata import (
     Comparison,
     FunctionCall,
     Junction,
@@ -31,6 +22,15 @@ from m365_smtp_exporter.emulator.odata import (
     parse_filter,
     referenced_properties,
     tokenize,
+)
+from m365_emulator.graph.throttle import RollingWindowLimiter
+from m365_emulator.graph.trace import (
+    DAY,
+    TraceFilter,
+    TraceLimits,
+    TraceQuery,
+    compile_trace_filter,
+    resolve_window,
 )
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import trace_row

@@ -14,9 +14,9 @@ import httpx
 import pytest
 import trustme
 
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind, GraphFault
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import FOLDER_IDS, EmulatorState
+from m365_emulator.graph.faults import EndpointKind, GraphFault
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import FOLDER_IDS, EmulatorState
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import (
     CONTOSO,

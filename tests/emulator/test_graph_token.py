@@ -17,9 +17,9 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientSecretCredential as SyncClientSecretCredential
 from azure.identity.aio import CertificateCredential, ClientSecretCredential
 
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.graph_token import CLIENT_ASSERTION_TYPE, SMTP_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.graph.token import CLIENT_ASSERTION_TYPE, SMTP_SCOPE
+from m365_emulator.state import EmulatorState
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import CONTOSO, FABRIKAM, GraphService, graph_service, new_state
 

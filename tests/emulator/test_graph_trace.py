@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from m365_smtp_exporter.emulator.graph_token import SMTP_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState, TraceRow
+from m365_emulator.graph.token import SMTP_SCOPE
+from m365_emulator.state import EmulatorState, TraceRow
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import (
     FABRIKAM,

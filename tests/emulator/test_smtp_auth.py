@@ -12,9 +12,9 @@ from email.utils import format_datetime
 import aiosmtplib
 import pytest
 
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
-from m365_smtp_exporter.emulator.state import EmulatorState
-from m365_smtp_exporter.emulator.world import CONTOSO_CLIENT_ID, FABRIKAM_CLIENT_ID
+from m365_emulator.smtp.server import SmtpEmulator
+from m365_emulator.state import EmulatorState
+from m365_emulator.world import CONTOSO_CLIENT_ID, FABRIKAM_CLIENT_ID
 from tests.emulator.conftest import PASSWORD, ManualClock, connected, logged_in, smtp_client
 
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"

@@ -6,14 +6,14 @@ import asyncio
 
 import pytest
 
-from m365_smtp_exporter.emulator.delivery import (
+from m365_emulator.smtp.delivery import (
     EXTERNAL_TO_IP,
     AcceptedMessage,
     DeliveryAgent,
     DeliveryBehaviour,
 )
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
-from m365_smtp_exporter.emulator.state import EmulatorState, StoredMessage
+from m365_emulator.smtp.server import SmtpEmulator
+from m365_emulator.state import EmulatorState, StoredMessage
 from tests.emulator.conftest import START, EmulatorFactory, ManualClock, logged_in, message
 
 INBOX = "probe-inbox@contoso.com"

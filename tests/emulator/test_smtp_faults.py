@@ -12,7 +12,7 @@ import aiohttp
 import aiosmtplib
 import pytest
 
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
+from m365_emulator.smtp.server import SmtpEmulator
 from tests.emulator.conftest import PASSWORD, logged_in, message, smtp_client
 
 THROTTLED = "451 4.7.500 Access denied, please try again later"

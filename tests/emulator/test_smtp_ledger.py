@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from m365_smtp_exporter.emulator.ledger import DAY, RollingCounter, SendingLedger
-from m365_smtp_exporter.emulator.state import EmulatorState
+from m365_emulator.smtp.ledger import DAY, RollingCounter, SendingLedger
+from m365_emulator.state import EmulatorState
 from tests.emulator.conftest import START, ManualClock
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiosmtplib
 import pytest
 
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
-from m365_smtp_exporter.emulator.state import EmulatorState
+from m365_emulator.smtp.server import SmtpEmulator
+from m365_emulator.state import EmulatorState
 from tests.emulator.conftest import ManualClock, logged_in, message
 
 QUOTA_TEXT = (

@@ -15,9 +15,9 @@ import yaml
 from cryptography import x509
 from pydantic import ValidationError
 
-from m365_smtp_exporter.emulator.certs import TlsMaterial
-from m365_smtp_exporter.emulator.state import EmulatorState
-from m365_smtp_exporter.emulator.world import (
+from m365_emulator.certs import TlsMaterial
+from m365_emulator.state import EmulatorState, tenant_external_recipient_limit
+from m365_emulator.world import (
     CONTOSO_TENANT_ID,
     DEMO_PASSWORD,
     WorldConfig,
@@ -25,7 +25,6 @@ from m365_smtp_exporter.emulator.world import (
     load_world,
     populate,
 )
-from m365_smtp_exporter.quota import terrl_limit
 
 WORLD_YAML = """
 tenants:
@@ -48,6 +47,15 @@ sender_pools:
 """
 
 
+@pytest.mark.parametrize(
+    ("licenses", "limit"),
+    # Microsoft's published examples (Exchange Online limits, TERRL)
+    [(1, 10_000), (100, 22_059), (1_000, 72_446), (10_000, 324_979)],
+)
+def test_terrl_is_microsofts_published_figure(licenses: int, limit: int) -> None:
+    assert tenant_external_recipient_limit(licenses) == limit
+
+
 def test_default_world() -> None:
     state = EmulatorState()
     populate(state, default_world())
@@ -58,7 +66,7 @@ def test_default_world() -> None:
     assert contoso.tenant_id == CONTOSO_TENANT_ID
     assert state.tenant_by_id(CONTOSO_TENANT_ID) is contoso
     assert (contoso.accepted_domains, contoso.licenses) == (["contoso.com"], 25)
-    assert contoso.terrl == terrl_limit(25)
+    assert contoso.terrl == 14_259  # 500 x 25^0.7 + 9,500 = 14,259.1
     for address in ("probe@contoso.com", "probe-inbox@contoso.com", "campaign@contoso.com"):
         assert state.mailbox(address) is not None
     assert disabled is not None and not disabled.smtp_auth_enabled

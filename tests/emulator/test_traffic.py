@@ -11,13 +11,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from m365_smtp_exporter.emulator.delivery import EXTERNAL_TO_IP
-from m365_smtp_exporter.emulator.ledger import SendingLedger
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
-from m365_smtp_exporter.emulator.state import EmulatorState, TraceRow
-from m365_smtp_exporter.emulator.traffic import BusyHolds, TrafficGenerator
-from m365_smtp_exporter.emulator.traffic_backfill import BackfillVolumes, backfill
-from m365_smtp_exporter.emulator.traffic_model import (
+from m365_emulator.smtp.delivery import EXTERNAL_TO_IP
+from m365_emulator.smtp.ledger import SendingLedger
+from m365_emulator.smtp.server import SmtpEmulator
+from m365_emulator.state import EmulatorState, TraceRow
+from m365_emulator.traffic.backfill import BackfillVolumes, backfill
+from m365_emulator.traffic.generator import BusyHolds, TrafficGenerator
+from m365_emulator.traffic.model import (
     BUSY_MAILBOX,
     CAMPAIGN_SENDER,
     FLAT_CURVE,
@@ -25,7 +25,7 @@ from m365_smtp_exporter.emulator.traffic_model import (
     TrafficProfile,
     profile_for_world,
 )
-from m365_smtp_exporter.emulator.world import default_world
+from m365_emulator.world import default_world
 from tests.emulator.conftest import ManualClock, logged_in
 
 DAY = 86_400.0

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import EmulatorState, TraceRow
 from m365_smtp_exporter.config import TraceConfig
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState, TraceRow
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.records import TraceRecord

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
+from m365_emulator.state import EmulatorState, TraceRow
 from m365_smtp_exporter.config import TenantConfig
-from m365_smtp_exporter.emulator.state import EmulatorState, TraceRow
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.endpoints import EndpointKind

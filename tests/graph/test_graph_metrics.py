@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prometheus_client.registry import CollectorRegistry
 
+from m365_emulator.graph.faults import EndpointKind as EmulatorEndpoint
+from m365_emulator.graph.faults import GraphFault
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.collector import StoreCollector
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind as EmulatorEndpoint
-from m365_smtp_exporter.emulator.graph_faults import GraphFault
-from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.exposition import CachedExposition
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.metrics import GraphMetrics

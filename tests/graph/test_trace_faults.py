@@ -7,11 +7,11 @@ import socket
 import httpx
 from structlog.testing import capture_logs
 
+from m365_emulator.graph.faults import EndpointKind as EmulatorEndpoint
+from m365_emulator.graph.faults import GraphFault
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.auth import StaticTokenProvider, TokenError
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind as EmulatorEndpoint
-from m365_smtp_exporter.emulator.graph_faults import GraphFault
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import EmulatorState
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.endpoints import EndpointKind
 from tests.emulator.conftest import ManualClock

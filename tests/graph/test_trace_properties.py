@@ -11,11 +11,11 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from m365_emulator.graph.faults import EndpointKind as EmulatorEndpoint
+from m365_emulator.graph.faults import GraphFault
+from m365_emulator.graph.http_common import GRAPH_SCOPE
+from m365_emulator.state import TraceRow
 from m365_smtp_exporter.config import TraceConfig
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind as EmulatorEndpoint
-from m365_smtp_exporter.emulator.graph_faults import GraphFault
-from m365_smtp_exporter.emulator.graph_http import GRAPH_SCOPE
-from m365_smtp_exporter.emulator.state import TraceRow
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.trace import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from m365_smtp_exporter.emulator.state import EmulatorState
+from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.graph.records import TraceRecord
 from tests.emulator.conftest import ManualClock
 from tests.emulator.graph_fixtures import GraphService, trace_row

@@ -9,8 +9,8 @@ from m365_smtp_exporter.quota import LimitName, QuotaLimits, terrl_limit
 
 @pytest.mark.parametrize(
     ("licenses", "expected"),
-    # 500 * n^0.7 + 9500, floored; e.g. 10,000 -> 324,978.8 (the reference rounds to 324,979)
-    [(1, 10_000), (100, 22_059), (1_000, 72_446), (10_000, 324_978)],
+    # Microsoft's published examples: 500 * n^0.7 + 9500, rounded (10,000 -> 324,978.67)
+    [(1, 10_000), (100, 22_059), (1_000, 72_446), (10_000, 324_979)],
 )
 def test_terrl_formula_is_floored(licenses: int, expected: int) -> None:
     assert terrl_limit(licenses) == expected

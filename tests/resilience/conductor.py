@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter
 
-from m365_smtp_exporter.emulator.service import Emulator
+from m365_emulator.service import Emulator
 from tests.resilience.faults import FaultKind, PlannedFault, Timings, arm, clear
 from tests.resilience.observers import Clock, ProbeLog
 from tests.resilience.timeline import PhaseRecord

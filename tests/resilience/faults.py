@@ -37,10 +37,10 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
-from m365_smtp_exporter.emulator.graph_faults import EndpointKind, GraphFault
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.smtp_faults import BANNER, DATA_END, PHASES
-from m365_smtp_exporter.emulator.smtp_faults import Phase as EmulatorPhase
+from m365_emulator.graph.faults import EndpointKind, GraphFault
+from m365_emulator.service import Emulator
+from m365_emulator.smtp.faults import BANNER, DATA_END, PHASES
+from m365_emulator.smtp.faults import Phase as EmulatorPhase
 from m365_smtp_exporter.graph.errors import FailureReason
 from m365_smtp_exporter.graph.trace import SUCCESS
 from m365_smtp_exporter.smtp.replies import QUOTA, THROTTLE, TRANSIENT

@@ -7,11 +7,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from m365_smtp_exporter.config import Config, load_config
-from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
-from m365_smtp_exporter.emulator.graph_api import GraphSettings
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.world import (
+from m365_emulator.graph.api import GraphSettings
+from m365_emulator.service import Emulator
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_emulator.world import (
     CONTOSO_CLIENT_ID,
     CONTOSO_TENANT_ID,
     DEMO_PASSWORD,
@@ -20,6 +19,7 @@ from m365_smtp_exporter.emulator.world import (
     WorldConfig,
     default_world,
 )
+from m365_smtp_exporter.config import Config, load_config
 from tests.resilience.faults import Timings
 
 TENANT = "contoso"

@@ -26,11 +26,11 @@ from statistics import median
 import aiohttp
 import pytest
 
+from m365_emulator.service import Emulator
+from m365_emulator.world import CONTOSO_CLIENT_ID, DEMO_PASSWORD
 from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import ProbeConfig
-from m365_smtp_exporter.emulator.service import Emulator
-from m365_smtp_exporter.emulator.world import CONTOSO_CLIENT_ID, DEMO_PASSWORD
 from m365_smtp_exporter.graph.trace import SUCCESS, TracePuller
 from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
 from tests.resilience.conductor import Conductor, no_fault

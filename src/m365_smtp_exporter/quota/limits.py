@@ -29,10 +29,11 @@ class LimitName(enum.StrEnum):
 
 
 def terrl_limit(licenses: int) -> int:
-    """Tenant external recipient rate limit: floor(500 * licenses^0.7 + 9500)."""
+    """Tenant external recipient rate limit: 500 * licenses^0.7 + 9500, rounded to the nearest
+    recipient as Microsoft's published examples are (10,000 licences -> 324,979)."""
     if licenses < 1:
         raise ValueError(f"licenses must be >= 1, got {licenses}")
-    return math.floor(500 * math.pow(licenses, 0.7) + 9500)
+    return round(500 * math.pow(licenses, 0.7) + 9500)
 
 
 def _positive(name: str, value: int | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from m365_smtp_exporter.emulator.state import EmulatorState, Tenant
+from m365_emulator.state import EmulatorState, Tenant
 
 DAY = 86_400.0
 MINUTE = 60.0

@@ -27,9 +27,9 @@ from typing import Any
 import aiosmtplib
 import structlog
 
-from m365_smtp_exporter.emulator.smtp_server import reply_key
-from m365_smtp_exporter.emulator.state import Clock, EmulatorState
-from m365_smtp_exporter.emulator.traffic_model import (
+from m365_emulator.smtp.server import reply_key
+from m365_emulator.state import Clock, EmulatorState
+from m365_emulator.traffic.model import (
     CAMPAIGN_SUBJECTS,
     ORDINARY_SUBJECTS,
     DailyCurve,

@@ -24,19 +24,19 @@ from typing import AnyStr, TypeAlias
 from aiosmtpd.smtp import SMTP, Session
 from pydantic import BaseModel, ConfigDict, Field
 
-from m365_smtp_exporter.emulator import smtp_replies as replies
-from m365_smtp_exporter.emulator.certs import TlsMaterial
-from m365_smtp_exporter.emulator.delivery import DeliveryAgent, DeliveryBehaviour
-from m365_smtp_exporter.emulator.ledger import SendingLedger
-from m365_smtp_exporter.emulator.smtp_faults import (
+from m365_emulator.certs import TlsMaterial
+from m365_emulator.smtp import replies
+from m365_emulator.smtp.delivery import DeliveryAgent, DeliveryBehaviour
+from m365_emulator.smtp.faults import (
     BANNER,
     OutageMode,
     Phase,
     SmtpFaults,
     phase_of,
 )
-from m365_smtp_exporter.emulator.state import Clock, EmulatorState
-from m365_smtp_exporter.emulator.submission import SubmissionPolicy
+from m365_emulator.smtp.ledger import SendingLedger
+from m365_emulator.smtp.submission import SubmissionPolicy
+from m365_emulator.state import Clock, EmulatorState
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,11 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from m365_smtp_exporter.emulator.delivery import EXTERNAL_TO_IP
-from m365_smtp_exporter.emulator.ledger import SendingLedger
-from m365_smtp_exporter.emulator.smtp_replies import MAILBOX_SERVER
-from m365_smtp_exporter.emulator.state import EmulatorState, Tenant, TraceRow
-from m365_smtp_exporter.emulator.traffic_model import (
+from m365_emulator.smtp.delivery import EXTERNAL_TO_IP
+from m365_emulator.smtp.ledger import SendingLedger
+from m365_emulator.smtp.replies import MAILBOX_SERVER
+from m365_emulator.state import EmulatorState, Tenant, TraceRow
+from m365_emulator.traffic.model import (
     CAMPAIGN_SUBJECTS,
     HOUR,
     INBOUND_SUBJECTS,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from m365_smtp_exporter.emulator.state import Clock
+from m365_emulator.state import Clock
 
 DEFAULT_NAMES = ("localhost", "127.0.0.1")
 _CLOCK_SKEW = timedelta(hours=1)

@@ -13,8 +13,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from m365_smtp_exporter.emulator.smtp_faults import OutageMode, Phase
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator
+from m365_emulator.smtp.faults import OutageMode, Phase
+from m365_emulator.smtp.server import SmtpEmulator
 
 DEFAULT_PREFIX = "/_emulator/smtp"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

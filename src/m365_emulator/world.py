@@ -8,7 +8,7 @@ from typing import Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from m365_smtp_exporter.emulator.state import EmulatorState, Mailbox, Tenant
+from m365_emulator.state import EmulatorState, Mailbox, Tenant
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.state import EmulatorState, Tenant
+from m365_emulator.state import EmulatorState, Tenant
 
 SMTP_SCOPE = "https://outlook.office365.com/.default"
 # Resources whose `/.default` scope the emulated tenant grants.

@@ -19,7 +19,7 @@ from xml.sax.saxutils import quoteattr
 import orjson
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.graph_http import (
+from m365_emulator.graph.http_common import (
     API_VERSIONS,
     GraphError,
     api_version,
@@ -28,8 +28,7 @@ from m365_smtp_exporter.emulator.graph_http import (
     metadata_url,
     require_graph_token,
 )
-from m365_smtp_exporter.emulator.graph_throttle import RollingWindowLimiter
-from m365_smtp_exporter.emulator.odata import (
+from m365_emulator.graph.odata import (
     Comparison,
     Expression,
     FunctionCall,
@@ -42,7 +41,8 @@ from m365_smtp_exporter.emulator.odata import (
     evaluate,
     parse_filter,
 )
-from m365_smtp_exporter.emulator.state import EmulatorState, TraceRow, graph_datetime
+from m365_emulator.graph.throttle import RollingWindowLimiter
+from m365_emulator.state import EmulatorState, TraceRow, graph_datetime
 
 HOUR = 3600.0
 DAY = 24 * HOUR

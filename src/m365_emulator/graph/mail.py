@@ -20,7 +20,7 @@ from urllib.parse import quote
 from aiohttp import web
 from yarl import URL
 
-from m365_smtp_exporter.emulator.graph_http import (
+from m365_emulator.graph.http_common import (
     API_VERSIONS,
     GraphError,
     api_version,
@@ -29,14 +29,14 @@ from m365_smtp_exporter.emulator.graph_http import (
     metadata_url,
     require_graph_token,
 )
-from m365_smtp_exporter.emulator.odata import (
+from m365_emulator.graph.odata import (
     ODataError,
     Value,
     evaluate,
     parse_filter,
     referenced_properties,
 )
-from m365_smtp_exporter.emulator.state import (
+from m365_emulator.state import (
     FOLDER_IDS,
     EmulatorState,
     Mailbox,

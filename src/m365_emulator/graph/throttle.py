@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from m365_smtp_exporter.emulator.state import Clock
+from m365_emulator.state import Clock
 
 
 class RollingWindowLimiter:

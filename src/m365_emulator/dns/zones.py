@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from m365_smtp_exporter.emulator.dns_server import RecordValues, ZoneData
+from m365_emulator.dns.server import RecordValues, ZoneData
 
 # A well-formed stand-in for a 2048-bit RSA public key (392 base64 characters, so the TXT
 # record needs two character-strings like a real one).

@@ -14,17 +14,17 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.certs import server_ssl_context
-from m365_smtp_exporter.emulator.control import control_routes
-from m365_smtp_exporter.emulator.delivery import DeliveryBehaviour
-from m365_smtp_exporter.emulator.dns_server import HOST as DNS_HOST
-from m365_smtp_exporter.emulator.dns_server import DnsServer
-from m365_smtp_exporter.emulator.dns_zones import demo_zones
-from m365_smtp_exporter.emulator.graph_api import GraphSettings, create_graph_app
-from m365_smtp_exporter.emulator.graph_faults import GraphFaults, GraphTraffic, graph_control_routes
-from m365_smtp_exporter.emulator.smtp_server import SmtpEmulator, SmtpSettings
-from m365_smtp_exporter.emulator.state import Clock, EmulatorState
-from m365_smtp_exporter.emulator.world import WorldConfig, default_world, populate
+from m365_emulator.certs import server_ssl_context
+from m365_emulator.control import control_routes
+from m365_emulator.dns.server import HOST as DNS_HOST
+from m365_emulator.dns.server import DnsServer
+from m365_emulator.dns.zones import demo_zones
+from m365_emulator.graph.api import GraphSettings, create_graph_app
+from m365_emulator.graph.faults import GraphFaults, GraphTraffic, graph_control_routes
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_emulator.smtp.server import SmtpEmulator, SmtpSettings
+from m365_emulator.state import Clock, EmulatorState
+from m365_emulator.world import WorldConfig, default_world, populate
 
 log = structlog.get_logger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from m365_smtp_exporter.emulator.smtp_replies import MAILBOX_SERVER
-from m365_smtp_exporter.emulator.state import (
+from m365_emulator.smtp.replies import MAILBOX_SERVER
+from m365_emulator.state import (
     EmulatorState,
     StoredMessage,
     Tenant,

@@ -24,11 +24,11 @@ from aiosmtpd.smtp import (
     TLSSetupException,
 )
 
-from m365_smtp_exporter.emulator import smtp_replies as replies
-from m365_smtp_exporter.emulator.delivery import AcceptedMessage, DeliveryAgent
-from m365_smtp_exporter.emulator.ledger import SendingLedger
-from m365_smtp_exporter.emulator.smtp_faults import DATA_END, SmtpFaults
-from m365_smtp_exporter.emulator.state import EmulatorState, Mailbox
+from m365_emulator.smtp import replies
+from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
+from m365_emulator.smtp.faults import DATA_END, SmtpFaults
+from m365_emulator.smtp.ledger import SendingLedger
+from m365_emulator.state import EmulatorState, Mailbox
 
 OUTLOOK_RESOURCE = "https://outlook.office365.com"
 TEMPORARY_ERROR = "451 4.7.0 Temporary server error. Please try again later."

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 from aiohttp import web
 
-from m365_smtp_exporter.emulator.state import EmulatorState, IssuedToken
+from m365_emulator.state import EmulatorState, IssuedToken
 
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from m365_smtp_exporter.emulator.world import WorldConfig
+from m365_emulator.world import WorldConfig
 
 HOUR = 3600.0
 DAY = 86_400.0

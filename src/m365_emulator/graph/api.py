@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from m365_smtp_exporter.emulator.graph_faults import (
+from m365_emulator.graph.faults import (
     EndpointKind,
     GraphFault,
     GraphFaults,
     GraphTraffic,
     InjectedFault,
 )
-from m365_smtp_exporter.emulator.graph_http import (
+from m365_emulator.graph.http_common import (
     API_VERSIONS,
     JSON_CONTENT_TYPE,
     GraphError,
@@ -30,16 +30,16 @@ from m365_smtp_exporter.emulator.graph_http import (
     expired_token_error,
     graph_error_response,
 )
-from m365_smtp_exporter.emulator.graph_mail import MailEndpoints
-from m365_smtp_exporter.emulator.graph_throttle import RollingWindowLimiter
-from m365_smtp_exporter.emulator.graph_token import (
+from m365_emulator.graph.mail import MailEndpoints
+from m365_emulator.graph.throttle import RollingWindowLimiter
+from m365_emulator.graph.token import (
     TokenEndpointError,
     aadsts_error_response,
     expired_secret_error,
     token_routes,
 )
-from m365_smtp_exporter.emulator.graph_trace import TraceEndpoints, TraceLimits
-from m365_smtp_exporter.emulator.state import EmulatorState
+from m365_emulator.graph.trace import TraceEndpoints, TraceLimits
+from m365_emulator.state import EmulatorState
 
 GRAPH_FAULTS = web.AppKey("graph_faults", GraphFaults)
 GRAPH_TRAFFIC = web.AppKey("graph_traffic", GraphTraffic)

@@ -1,0 +1,1 @@
+"""DNS for the emulated sending domains (SPF, DKIM, DMARC)."""

@@ -1,0 +1,1 @@
+"""Microsoft Graph stand-in: token endpoint, message trace, mailboxes, faults."""

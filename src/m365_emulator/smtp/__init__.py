@@ -1,0 +1,1 @@
+"""SMTP submission: server, faults, Microsoft's reply texts, limits ledger, delivery."""

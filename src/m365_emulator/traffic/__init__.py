@@ -1,0 +1,1 @@
+"""Mail traffic: live generator, 24 h back-fill and the daily volume model."""
