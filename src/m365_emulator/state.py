@@ -50,6 +50,7 @@ class Tenant:
     accepted_domains: list[str]
     licenses: int = 25
     external_recipient_limit: int | None = None  # None: TERRL formula from licenses
+    basic_auth_enabled: bool = True  # False: LOGIN/PLAIN refused for all its mailboxes (5.7.30)
 
     @property
     def terrl(self) -> int:

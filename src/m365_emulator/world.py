@@ -24,6 +24,8 @@ class TenantConfig(_Strict):
     licenses: int = Field(default=25, ge=0)
     # Overrides the TERRL formula (trial tenants, or a small number to exercise the limit).
     external_recipient_limit: int | None = Field(default=None, ge=0)
+    # Tenant-wide switch; Microsoft turns Basic SMTP AUTH off by default at the end of 2026.
+    basic_auth_enabled: bool = True
 
 
 class MailboxLimits(_Strict):
@@ -106,6 +108,7 @@ def populate(state: EmulatorState, world: WorldConfig) -> None:
                 accepted_domains=list(tenant.accepted_domains),
                 licenses=tenant.licenses,
                 external_recipient_limit=tenant.external_recipient_limit,
+                basic_auth_enabled=tenant.basic_auth_enabled,
             )
         )
     for mailbox in world.all_mailboxes():
