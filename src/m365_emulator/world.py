@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from m365_emulator.state import EmulatorState, Mailbox, Tenant
 
@@ -90,10 +90,34 @@ class WorldConfig(_Strict):
         return self
 
 
+class WorldError(Exception):
+    """A world file that cannot be used; the message names the file and the field."""
+
+
+MAX_WORLD_BYTES = 1024 * 1024
+
+
 def load_world(path: Path) -> WorldConfig:
-    """Read a world from a YAML file (same shape as WorldConfig)."""
-    with path.open(encoding="utf-8") as stream:
-        return WorldConfig.model_validate(yaml.safe_load(stream))
+    """Read a world from a YAML file (same shape as WorldConfig); WorldError if unusable."""
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_WORLD_BYTES + 1)
+    except OSError as exc:
+        raise WorldError(f"{path}: {exc.strerror}") from None
+    if len(raw) > MAX_WORLD_BYTES:
+        raise WorldError(f"{path}: larger than {MAX_WORLD_BYTES} bytes")
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise WorldError(f"{path}: not valid UTF-8 YAML ({exc})") from None
+    try:
+        return WorldConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'top level'}: {error['msg']}"
+            for error in exc.errors(include_input=False)
+        )
+        raise WorldError(f"{path}: {problems}") from None
 
 
 def populate(state: EmulatorState, world: WorldConfig) -> None:
