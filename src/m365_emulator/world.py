@@ -65,10 +65,24 @@ class SenderPool(_Strict):
         ]
 
 
+class DistributionListConfig(_Strict):
+    """A distribution group of a tenant: mail to `address` goes to every member.
+
+    Members may be mailboxes, outside addresses or other lists (expanded too). Microsoft
+    counts the list as one recipient for the sender's limits, and its members for the
+    tenant external recipient limit; trace shows an `expanded` row plus one per member.
+    """
+
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    tenant: str
+    members: list[str] = Field(min_length=1, max_length=100_000)
+
+
 class WorldConfig(_Strict):
     tenants: list[TenantConfig] = Field(min_length=1)
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     sender_pools: list[SenderPool] = Field(default_factory=list)
+    distribution_lists: list[DistributionListConfig] = Field(default_factory=list)
 
     def all_mailboxes(self) -> list[MailboxConfig]:
         pooled = [mailbox for pool in self.sender_pools for mailbox in pool.mailboxes()]
@@ -86,6 +100,21 @@ class WorldConfig(_Strict):
             key = mailbox.address.lower()
             if key in seen:
                 raise ValueError(f"mailbox {mailbox.address} is defined twice")
+            seen.add(key)
+        domains = {
+            tenant.name: {domain.lower() for domain in tenant.accepted_domains}
+            for tenant in self.tenants
+        }
+        for group in self.distribution_lists:
+            if group.tenant not in names:
+                raise ValueError(f"list {group.address} names unknown tenant {group.tenant}")
+            if group.address.rsplit("@", 1)[-1].lower() not in domains[group.tenant]:
+                raise ValueError(
+                    f"list {group.address} is not in an accepted domain of {group.tenant}"
+                )
+            key = group.address.lower()
+            if key in seen:
+                raise ValueError(f"list {group.address} is defined twice or is a mailbox")
             seen.add(key)
         return self
 
@@ -149,6 +178,8 @@ def populate(state: EmulatorState, world: WorldConfig) -> None:
                 messages_per_minute=mailbox.limits.messages_per_minute,
             )
         )
+    for group in world.distribution_lists:
+        state.add_distribution_list(group.address, group.members)
 
 
 # Fixed identifiers so a demo configuration can name them.

@@ -79,17 +79,29 @@ class SendingLedger:
         self._messages: dict[str, RollingCounter] = {}
         self._external: dict[str, RollingCounter] = {}
 
-    def record(self, sender: str, recipients: Iterable[str], at: float | None = None) -> None:
-        """Count one message from `sender` to `recipients` at `at` (default: now)."""
+    def record(
+        self,
+        sender: str,
+        recipients: Iterable[str],
+        at: float | None = None,
+        *,
+        expanded: Iterable[str] | None = None,
+    ) -> None:
+        """Count one message from `sender` to `recipients` at `at` (default: now).
+
+        `recipients` are the envelope's (a distribution list is one); `expanded` are the
+        addresses after list expansion, which the tenant external limit counts instead.
+        """
         when = self._state.clock() if at is None else at
         recipients = list(recipients)
+        delivered = recipients if expanded is None else list(expanded)
         key = sender.lower()
         self._counter(self._recipients, key, DAY, self._day_bucket).add(when, len(recipients))
         self._counter(self._messages, key, MINUTE, 1.0).add(when)
         tenant = self.tenant_of(sender)
         if tenant is None:
             return
-        external = sum(1 for recipient in recipients if not tenant.is_internal(recipient))
+        external = sum(1 for recipient in delivered if not tenant.is_internal(recipient))
         if external:
             self._counter(self._external, tenant.name, DAY, self._day_bucket).add(when, external)
 

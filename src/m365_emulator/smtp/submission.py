@@ -229,21 +229,34 @@ class SubmissionPolicy:
         recipients = list(envelope.rcpt_tos)
         if self._ledger.recipients_last_day(own) + len(recipients) > mailbox.recipients_per_day:
             return replies.SUBMISSION_QUOTA
+        lists = self._expanded_lists(recipients)
+        delivered = _delivered_recipients(recipients, lists)
         tenant = self._state.tenants.get(mailbox.tenant)
         if tenant is not None:
-            external = sum(1 for recipient in recipients if not tenant.is_internal(recipient))
+            # the tenant external limit counts after distribution-list expansion
+            external = sum(1 for recipient in delivered if not tenant.is_internal(recipient))
             used = self._ledger.external_recipients_last_day(tenant.name)
             if external and used + external > tenant.terrl:
                 return replies.TENANT_EXTERNAL_LIMIT
-        now = await self._paced(own, recipients, mailbox.messages_per_minute)
+        now = await self._paced(own, recipients, delivered, mailbox.messages_per_minute)
         content = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else ""
         message_id = self._delivery.accept(
-            AcceptedMessage(envelope.mail_from, recipients, content, str(peer), now)
+            AcceptedMessage(envelope.mail_from, recipients, content, str(peer), now, lists)
         )
         return replies.queued_reply(message_id)
 
-    async def _paced(self, sender: str, recipients: list[str], per_minute: int) -> float:
+    def _expanded_lists(self, recipients: list[str]) -> dict[str, list[str]]:
+        lists: dict[str, list[str]] = {}
+        for recipient in recipients:
+            members = self._state.expand_list(recipient)
+            if members is not None:
+                lists[recipient] = members
+        return lists
+
+    async def _paced(
+        self, sender: str, recipients: list[str], delivered: list[str], per_minute: int
+    ) -> float:
         """Count the message and hold the DATA reply until the sender's minute has room.
 
         Over 30 messages a minute Exchange Online delays submission instead of refusing it.
@@ -251,7 +264,7 @@ class SubmissionPolicy:
         is at most one window and follows the emulator's clock (tests move it by hand).
         """
         release = self._ledger.message_slot(sender, per_minute)
-        self._ledger.record(sender, recipients, release)
+        self._ledger.record(sender, recipients, release, expanded=delivered)
         now = self._state.clock()
         if release <= now:
             return now
@@ -275,6 +288,18 @@ class SubmissionPolicy:
         if not session.authenticated or not isinstance(session.auth_data, str):
             return None
         return self._state.mailbox(session.auth_data)
+
+
+def _delivered_recipients(recipients: list[str], lists: dict[str, list[str]]) -> list[str]:
+    """Envelope recipients with each list replaced by its members, each address once."""
+    seen: set[str] = set()
+    delivered: list[str] = []
+    for recipient in recipients:
+        for address in lists.get(recipient, [recipient]):
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                delivered.append(address)
+    return delivered
 
 
 def _failed(reply: str) -> AuthResult:
