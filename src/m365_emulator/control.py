@@ -110,7 +110,7 @@ def control_routes(emulator: SmtpEmulator, prefix: str = DEFAULT_PREFIX) -> list
         resource(
             f"{prefix}/faults",
             {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
-            expected_body={"PUT": PUT_EXAMPLE, "DELETE": None},
+            expected_body={"PUT": PUT_EXAMPLE, "DELETE": "no body"},
         ),
         resource(f"{prefix}/ground-truth", {"GET": ground_truth}),
     ]

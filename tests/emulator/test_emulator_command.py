@@ -141,3 +141,21 @@ async def test_unusable_world_file_names_the_field(tmp_path: Path) -> None:
     assert code == 2
     assert "cannot load the emulator world" in err and "tenants.0.client_id" in err
     assert "Traceback" not in err
+
+
+def test_world_example_in_the_documentation_loads(tmp_path: Path) -> None:
+    from m365_emulator.state import EmulatorState
+    from m365_emulator.world import load_world, populate
+
+    text = (Path(__file__).parents[2] / "docs" / "emulator.md").read_text(encoding="utf-8")
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    world_file = tmp_path / "world.yml"
+    world_file.write_text(example, encoding="utf-8")
+    state = EmulatorState()
+    populate(state, load_world(world_file))
+    assert state.tenants["tailspin"].external_recipient_limit == 5000
+    assert state.mailbox("bulk12@tailspin-mail.example") is not None
+    assert state.expand_list("everyone@tailspin.example") == [
+        "monitor@tailspin.example",
+        "partner@outside.example",
+    ]
