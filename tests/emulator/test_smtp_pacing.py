@@ -165,3 +165,19 @@ async def test_tenant_with_basic_auth_off_refuses_passwords(
         "5.7.30 Basic authentication is not supported for Client Submission",
     )
     assert emulator.replies["550 5.7.30"] == 1
+
+
+async def test_client_that_hangs_up_while_held_frees_the_hold(
+    emulator: SmtpEmulator, clock: ManualClock
+) -> None:
+    for _ in range(30):
+        emulator.ledger.record_history(SENDER, [INBOX], clock())
+    client = await logged_in(emulator)
+    held = asyncio.create_task(client.sendmail(SENDER, [INBOX], message(SENDER, [INBOX])))
+    await wait_until(lambda: emulator.held_submissions[SENDER] == 1)
+    client.close()
+    await wait_until(lambda: not emulator.held_submissions)
+    with pytest.raises(aiosmtplib.SMTPException):
+        await held
+    assert emulator.delayed_submissions[SENDER] == 1
+    assert not emulator.delivery.records  # never accepted, never delivered
