@@ -37,9 +37,11 @@ async def parse_body(request: web.Request, model: type[Model]) -> Model:
     """The request's JSON body as `model` (an empty body is `{}`), else BadRequestError."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise BadRequestError(f"body: larger than {MAX_BODY_BYTES} bytes")
-    body = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
-        raise BadRequestError(f"body: larger than {MAX_BODY_BYTES} bytes")
+    body = b""
+    while chunk := await request.content.read(MAX_BODY_BYTES + 1 - len(body)):
+        body += chunk  # read() returns what has arrived so far, not the whole body
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequestError(f"body: larger than {MAX_BODY_BYTES} bytes")
     try:
         return model.model_validate_json(body if body.strip() else b"{}")
     except ValidationError as exc:

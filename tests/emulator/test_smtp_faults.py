@@ -318,3 +318,26 @@ async def test_ground_truth_counts_replies_and_deliveries(
     ]
     assert truth["replies"]["250 2.0.0"] == 1
     assert truth["replies"]["235 2.7.0"] == 1
+
+
+async def test_body_arriving_in_pieces_is_read_whole(
+    http: aiohttp.ClientSession, control_url: str
+) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b'{"latency": {"mail"'
+        await asyncio.sleep(0)
+        yield b": 1.5}}"
+
+    async with http.put(f"{control_url}/faults", data=pieces()) as response:
+        snapshot = await response.json()
+        assert response.status == 200, snapshot
+    assert snapshot["latency"]["mail"] == 1.5
+
+
+async def test_oversized_body_is_refused(http: aiohttp.ClientSession, control_url: str) -> None:
+    body = b'{"drop_data": 1, "pad": "' + b"x" * 70_000 + b'"}'
+    async with http.put(f"{control_url}/faults", data=body) as response:
+        answer = await response.json()
+        assert response.status == 400
+    assert answer["error"] == "body: larger than 65536 bytes"
+    assert (await call(http, "GET", f"{control_url}/faults"))["drop_data"] == 0
