@@ -172,11 +172,25 @@ async def scrape_until(port: int, ok: Callable[[str], bool]) -> str:
             await asyncio.sleep(0.2)
 
 
-@pytest.mark.parametrize("command", ["", "run", "probe", "check-config", "demo", "emulator"])
+@pytest.mark.parametrize("command", ["", "run", "probe", "check-config", "demo"])
 async def test_help_of_every_command(command: str) -> None:
     code, out, err = await run_cli(*([command] if command else []), "--help")
     assert code == 0, err
     assert "--config.file" in out and "--web.listen-address" in out
+
+
+async def test_emulator_help_lists_only_emulator_flags() -> None:
+    code, out, err = await run_cli("emulator", "--help")
+    assert code == 0, err
+    assert "--emulator.dns-port" in out and "--emulator.world" in out and "--log.level" in out
+    for exporter_flag in ("--config.file", "--web.listen-address", "--web.config.file", "--shard"):
+        assert exporter_flag not in out
+
+
+async def test_probe_help_says_it_sends_a_real_mail() -> None:
+    code, out, err = await run_cli("probe", "--help")
+    assert code == 0, err
+    assert "sends a real mail" in " ".join(out.split())
 
 
 def test_demo_without_the_emulator_extra_says_what_to_install() -> None:

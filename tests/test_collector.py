@@ -105,6 +105,22 @@ def test_probe_metrics_follow_results() -> None:
     assert value(text, "m365_smtp_probe_phase_seconds", phase="data", **LABELS) is None
 
 
+def test_probe_interval_is_exported_for_configured_probes_even_before_a_run() -> None:
+    store = ResultsStore()
+    store.sync_probes(
+        [("contoso", "submission", "smtp.example:587"), ("contoso", "slow", "smtp.example:587")]
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    intervals = {"submission": 60.0, "slow": 900.0}
+    registry.register(StoreCollector(store, probe_intervals=lambda: intervals))
+    text = CachedExposition(store, registry).render().decode()
+    slow = {**LABELS, "probe": "slow"}
+    assert value(text, "m365_smtp_probe_interval_seconds", **LABELS) == 60.0
+    assert value(text, "m365_smtp_probe_interval_seconds", **slow) == 900.0
+    assert "# TYPE m365_smtp_probe_interval_seconds gauge" in text
+    assert promtool_check_metrics(text.encode()) == ""
+
+
 def test_exposition_is_cached_until_the_store_changes() -> None:
     store = ResultsStore()
     store.sync_probes([("contoso", "submission", "smtp.example:587")])

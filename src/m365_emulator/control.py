@@ -1,127 +1,124 @@
-"""HTTP control API of the SMTP emulator: inject and clear faults, read ground truth.
+"""HTTP control API of the SMTP emulator: read, set and clear faults, read ground truth.
 
-JSON in, JSON out; every fault endpoint answers with the current fault snapshot
-(`GET {prefix}/faults`). Meant to be mounted next to the Graph API under `/_emulator/`.
+- `GET    {prefix}/faults`        the fault document (see `SmtpFaults.snapshot`)
+- `PUT    {prefix}/faults`        set the fields given, e.g. `{"outage": "refuse"}`; fields
+  left out keep their value; `scripted_replies` replaces the queue
+- `DELETE {prefix}/faults`        back to normal service (the `injected` tally is kept)
+- `GET    {prefix}/ground-truth`  deliveries, replies sent, faults injected, held submissions
+
+Every fault answer is the fault document. Mounted next to the Graph API under `/_emulator/`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from m365_emulator.smtp.faults import OutageMode, Phase
+from m365_emulator.rest import json_response, parse_body, resource
+from m365_emulator.smtp.faults import ConnectionLimitText, OutageMode, Phase
 from m365_emulator.smtp.server import SmtpEmulator
 
 DEFAULT_PREFIX = "/_emulator/smtp"
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class OutageRequest(_Request):
-    mode: OutageMode
-
-
-class ReplyRequest(_Request):
-    reply: str = Field(pattern=r"^[2-5]\d\d( .*)?$")
+class ScriptedReplyRequest(_Request):
+    reply: str = Field(pattern=r"^[2-5]\d\d( .*)?$", max_length=512)
     count: int = Field(default=1, ge=1)
-    command: str | None = Field(default=None, pattern=r"^[A-Za-z_]+$")
+    command: str | None = Field(default=None, pattern=r"^[A-Za-z_]{1,16}$")
 
 
-class DropDataRequest(_Request):
-    count: int = Field(default=1, ge=1)
+class FaultsUpdate(_Request):
+    """The body of `PUT {prefix}/faults`: every field optional."""
+
+    outage: OutageMode | None = None
+    latency: dict[Phase, Annotated[float, Field(ge=0, le=3600)]] | None = None
+    scripted_replies: list[ScriptedReplyRequest] | None = Field(default=None, max_length=100)
+    drop_data: int | None = Field(default=None, ge=0)
+    certificate_days_left: float | None = None  # null: back to the normal certificate
+    connection_limit_text: ConnectionLimitText | None = None
 
 
-class CertificateRequest(_Request):
-    days_left: float | None  # None: back to the normal certificate
-
-
-_LATENCY = TypeAdapter(dict[Phase, Annotated[float, Field(ge=0, le=3600)]])
-
-
-def _json(payload: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
-
-
-async def _body(request: web.Request) -> bytes:
-    body = await request.read()
-    return body if body.strip() else b"{}"
-
-
-def _validated(handler: _Handler) -> _Handler:
-    """Turn invalid request bodies into 400 answers with the validation errors."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ValidationError as error:
-            details = orjson.loads(error.json(include_url=False, include_input=False))
-            return _json({"error": "invalid request", "details": details}, status=400)
-        except ValueError as error:
-            return _json({"error": str(error)}, status=400)
-
-    return wrapped
+PUT_EXAMPLE = {
+    "outage": "none | refuse | blackhole",
+    "latency": {"banner|ehlo|starttls|auth|mail|rcpt|data": "seconds"},
+    "scripted_replies": [
+        {
+            "reply": "451 4.7.500 Access denied, please try again later",
+            "count": 1,
+            "command": "MAIL (any SMTP verb, BANNER or DATA_END; omit for any)",
+        }
+    ],
+    "drop_data": "connections to cut during DATA",
+    "certificate_days_left": "days, or null for the normal certificate",
+    "connection_limit_text": "concurrent_connections | sender_thread",
+}
 
 
 def control_routes(emulator: SmtpEmulator, prefix: str = DEFAULT_PREFIX) -> list[web.RouteDef]:
     """aiohttp routes controlling `emulator` (add with `app.add_routes(...)`)."""
     faults = emulator.faults
+    prefix = prefix.rstrip("/")
 
     async def get_faults(request: web.Request) -> web.StreamResponse:
-        return _json(faults.snapshot())
+        return json_response(_document(emulator))
 
-    async def reset_faults(request: web.Request) -> web.StreamResponse:
+    async def put_faults(request: web.Request) -> web.StreamResponse:
+        update = await parse_body(request, FaultsUpdate)
+        given = update.model_fields_set
+        # validate everything before changing anything: a 400 leaves the faults as they were
+        if "outage" in given and update.outage is None:
+            raise ValueError("outage: must be none, refuse or blackhole")
+        if update.latency is not None:
+            for phase, seconds in update.latency.items():
+                faults.set_latency(phase, seconds)
+        if update.scripted_replies is not None:
+            faults.scripted.clear()
+            for entry in update.scripted_replies:
+                faults.script_reply(entry.reply, entry.count, entry.command)
+        if update.drop_data is not None:
+            faults.data_drops = update.drop_data
+        if update.connection_limit_text is not None:
+            faults.connection_limit_text = update.connection_limit_text
+        if "certificate_days_left" in given:
+            emulator.use_certificate(update.certificate_days_left)
+        if update.outage is not None:
+            await emulator.set_outage(update.outage)
+        return json_response(_document(emulator))
+
+    async def delete_faults(request: web.Request) -> web.StreamResponse:
         await emulator.reset_faults()
-        return _json(faults.snapshot())
-
-    async def set_outage(request: web.Request) -> web.StreamResponse:
-        outage = OutageRequest.model_validate_json(await _body(request))
-        await emulator.set_outage(outage.mode)
-        return _json(faults.snapshot())
-
-    async def set_latency(request: web.Request) -> web.StreamResponse:
-        for phase, seconds in _LATENCY.validate_json(await _body(request)).items():
-            faults.set_latency(phase, seconds)
-        return _json(faults.snapshot())
-
-    async def script_reply(request: web.Request) -> web.StreamResponse:
-        reply = ReplyRequest.model_validate_json(await _body(request))
-        faults.script_reply(reply.reply, reply.count, reply.command)
-        return _json(faults.snapshot())
-
-    async def drop_data(request: web.Request) -> web.StreamResponse:
-        drop = DropDataRequest.model_validate_json(await _body(request))
-        faults.drop_next_data(drop.count)
-        return _json(faults.snapshot())
-
-    async def set_certificate(request: web.Request) -> web.StreamResponse:
-        certificate = CertificateRequest.model_validate_json(await _body(request))
-        not_after = emulator.use_certificate(certificate.days_left)
-        return _json({**faults.snapshot(), "certificate_not_after": not_after.isoformat()})
+        return json_response(_document(emulator))
 
     async def ground_truth(request: web.Request) -> web.StreamResponse:
-        return _json(
+        return json_response(
             {
                 "deliveries": [record.to_json() for record in emulator.delivery.records],
                 "pending_deliveries": emulator.delivery.pending,
                 "replies": dict(sorted(emulator.replies.items())),
                 "injected": dict(sorted(faults.injected.items())),
+                "delayed_submissions": dict(sorted(emulator.delayed_submissions.items())),
             }
         )
 
     return [
-        web.get(f"{prefix}/faults", get_faults),
-        web.delete(f"{prefix}/faults", _validated(reset_faults)),
-        web.put(f"{prefix}/faults/outage", _validated(set_outage)),
-        web.put(f"{prefix}/faults/latency", _validated(set_latency)),
-        web.post(f"{prefix}/faults/replies", _validated(script_reply)),
-        web.post(f"{prefix}/faults/drop-data", _validated(drop_data)),
-        web.put(f"{prefix}/faults/certificate", _validated(set_certificate)),
-        web.get(f"{prefix}/ground-truth", ground_truth),
+        resource(
+            f"{prefix}/faults",
+            {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
+            expected_body={"PUT": PUT_EXAMPLE, "DELETE": "no body"},
+        ),
+        resource(f"{prefix}/ground-truth", {"GET": ground_truth}),
     ]
+
+
+def _document(emulator: SmtpEmulator) -> dict[str, object]:
+    """The fault snapshot plus the certificate the server presents now."""
+    return {
+        **emulator.faults.snapshot(),
+        "certificate_not_after": emulator.certificate_not_after.isoformat(),
+    }

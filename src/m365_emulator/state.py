@@ -50,6 +50,7 @@ class Tenant:
     accepted_domains: list[str]
     licenses: int = 25
     external_recipient_limit: int | None = None  # None: TERRL formula from licenses
+    basic_auth_enabled: bool = True  # False: LOGIN/PLAIN refused for all its mailboxes (5.7.30)
 
     @property
     def terrl(self) -> int:
@@ -139,6 +140,7 @@ class EmulatorState:
         self.tenants: dict[str, Tenant] = {}
         self.mailboxes: dict[str, Mailbox] = {}  # lower-cased address -> mailbox
         self.tokens: dict[str, IssuedToken] = {}
+        self.distribution_lists: dict[str, list[str]] = {}  # lower-cased address -> members
         self._trace: list[TraceRow] = []  # sorted by received_at
         self._trace_keys: list[float] = []
 
@@ -157,6 +159,37 @@ class EmulatorState:
 
     def mailbox(self, address: str) -> Mailbox | None:
         return self.mailboxes.get(address.lower())
+
+    # distribution lists
+    def add_distribution_list(self, address: str, members: list[str]) -> None:
+        self.distribution_lists[address.lower()] = list(members)
+
+    def expand_list(self, address: str) -> list[str] | None:
+        """The list's members with nested lists expanded (each address once), or None when
+        `address` is not a distribution list."""
+        expansion = self.list_expansion(address)
+        return None if expansion is None else expansion[1]
+
+    def list_expansion(self, address: str) -> tuple[list[str], list[str]] | None:
+        """(the lists expanded, `address` first; their members) or None for a non-list."""
+        if address.lower() not in self.distribution_lists:
+            return None
+        lists: list[str] = []
+        members: list[str] = []
+        seen_members: set[str] = set()
+        pending = [address]
+        while pending:
+            current = pending.pop(0)
+            if current.lower() in {name.lower() for name in lists}:
+                continue  # a list nested in itself expands once
+            lists.append(current)
+            for member in self.distribution_lists[current.lower()]:
+                if member.lower() in self.distribution_lists:
+                    pending.append(member)
+                elif member.lower() not in seen_members:
+                    seen_members.add(member.lower())
+                    members.append(member)
+        return lists, members
 
     # tokens
     def issue_token(self, tenant: str, client_id: str, scope: str, lifetime: float = 3599) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from m365_emulator.state import EmulatorState, Mailbox, Tenant
 
@@ -24,6 +24,8 @@ class TenantConfig(_Strict):
     licenses: int = Field(default=25, ge=0)
     # Overrides the TERRL formula (trial tenants, or a small number to exercise the limit).
     external_recipient_limit: int | None = Field(default=None, ge=0)
+    # Tenant-wide switch; Microsoft turns Basic SMTP AUTH off by default at the end of 2026.
+    basic_auth_enabled: bool = True
 
 
 class MailboxLimits(_Strict):
@@ -63,10 +65,24 @@ class SenderPool(_Strict):
         ]
 
 
+class DistributionListConfig(_Strict):
+    """A distribution group of a tenant: mail to `address` goes to every member.
+
+    Members may be mailboxes, outside addresses or other lists (expanded too). Microsoft
+    counts the list as one recipient for the sender's limits, and its members for the
+    tenant external recipient limit; trace shows an `expanded` row plus one per member.
+    """
+
+    address: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+    tenant: str
+    members: list[str] = Field(min_length=1, max_length=100_000)
+
+
 class WorldConfig(_Strict):
     tenants: list[TenantConfig] = Field(min_length=1)
     mailboxes: list[MailboxConfig] = Field(default_factory=list)
     sender_pools: list[SenderPool] = Field(default_factory=list)
+    distribution_lists: list[DistributionListConfig] = Field(default_factory=list)
 
     def all_mailboxes(self) -> list[MailboxConfig]:
         pooled = [mailbox for pool in self.sender_pools for mailbox in pool.mailboxes()]
@@ -85,13 +101,52 @@ class WorldConfig(_Strict):
             if key in seen:
                 raise ValueError(f"mailbox {mailbox.address} is defined twice")
             seen.add(key)
+        domains = {
+            tenant.name: {domain.lower() for domain in tenant.accepted_domains}
+            for tenant in self.tenants
+        }
+        for group in self.distribution_lists:
+            if group.tenant not in names:
+                raise ValueError(f"list {group.address} names unknown tenant {group.tenant}")
+            if group.address.rsplit("@", 1)[-1].lower() not in domains[group.tenant]:
+                raise ValueError(
+                    f"list {group.address} is not in an accepted domain of {group.tenant}"
+                )
+            key = group.address.lower()
+            if key in seen:
+                raise ValueError(f"list {group.address} is defined twice or is a mailbox")
+            seen.add(key)
         return self
 
 
+class WorldError(Exception):
+    """A world file that cannot be used; the message names the file and the field."""
+
+
+MAX_WORLD_BYTES = 1024 * 1024
+
+
 def load_world(path: Path) -> WorldConfig:
-    """Read a world from a YAML file (same shape as WorldConfig)."""
-    with path.open(encoding="utf-8") as stream:
-        return WorldConfig.model_validate(yaml.safe_load(stream))
+    """Read a world from a YAML file (same shape as WorldConfig); WorldError if unusable."""
+    try:
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_WORLD_BYTES + 1)
+    except OSError as exc:
+        raise WorldError(f"{path}: {exc.strerror}") from None
+    if len(raw) > MAX_WORLD_BYTES:
+        raise WorldError(f"{path}: larger than {MAX_WORLD_BYTES} bytes")
+    try:
+        document = yaml.safe_load(raw.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise WorldError(f"{path}: not valid UTF-8 YAML ({exc})") from None
+    try:
+        return WorldConfig.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'top level'}: {error['msg']}"
+            for error in exc.errors(include_input=False)
+        )
+        raise WorldError(f"{path}: {problems}") from None
 
 
 def populate(state: EmulatorState, world: WorldConfig) -> None:
@@ -106,6 +161,7 @@ def populate(state: EmulatorState, world: WorldConfig) -> None:
                 accepted_domains=list(tenant.accepted_domains),
                 licenses=tenant.licenses,
                 external_recipient_limit=tenant.external_recipient_limit,
+                basic_auth_enabled=tenant.basic_auth_enabled,
             )
         )
     for mailbox in world.all_mailboxes():
@@ -122,6 +178,8 @@ def populate(state: EmulatorState, world: WorldConfig) -> None:
                 messages_per_minute=mailbox.limits.messages_per_minute,
             )
         )
+    for group in world.distribution_lists:
+        state.add_distribution_list(group.address, group.members)
 
 
 # Fixed identifiers so a demo configuration can name them.

@@ -104,7 +104,9 @@ class Exporter:
         self.redactor = redactor or Redactor()
         self.store = ResultsStore()
         self.scheduler = JobScheduler(self.store)
-        self.collector = StoreCollector(self.store)
+        self.collector = StoreCollector(
+            self.store, probe_intervals=lambda: {p.name: p.interval for p in self.config.probes}
+        )
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.collector)
         live = CollectorRegistry(auto_describe=False)

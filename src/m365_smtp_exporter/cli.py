@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -22,12 +22,28 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 COMMANDS = ("run", "probe", "check-config", "demo", "emulator")
 
 
-def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+def _common_flags(
+    parser: argparse.ArgumentParser, *, suppress: bool, exporter: bool = True
+) -> None:
     # Sub-commands repeat the flags so they work before or after the command name;
     # SUPPRESS keeps a sub-command's unset flag from hiding the top-level value.
+    # `exporter=False` (the emulator alone) leaves out the exporter's own flags.
     def default(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
+    if exporter:
+        _exporter_flags(parser, default)
+    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default=default("info"))
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        choices=("auto", "json", "logfmt", "console"),
+        default=default("auto"),
+        help="auto: console on a terminal, JSON otherwise",
+    )
+
+
+def _exporter_flags(parser: argparse.ArgumentParser, default: Callable[[object], object]) -> None:
     parser.add_argument(
         "--config.file",
         dest="config_file",
@@ -54,14 +70,6 @@ def _common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         dest="shard",
         default=default("0/1"),
         help="run only this replica's share i/n of the probes and trace pulls (default 0/1)",
-    )
-    parser.add_argument("--log.level", dest="log_level", choices=LEVELS, default=default("info"))
-    parser.add_argument(
-        "--log.format",
-        dest="log_format",
-        choices=("auto", "json", "logfmt", "console"),
-        default=default("auto"),
-        help="auto: console on a terminal, JSON otherwise",
     )
 
 
@@ -90,11 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser("run", help="run the exporter (default)")
     _common_flags(run, suppress=True)
-    probe = commands.add_parser(
-        "probe",
-        help="run one configured probe now and show the"
-        " SMTP conversation (exit 0 on success, 1 on failure)",
+    probe_help = (
+        "run one configured probe now: it sends a real mail through the configured server "
+        "(spending the mailbox's sending quota) and shows the SMTP conversation "
+        "(exit 0 on success, 1 on failure)"
     )
+    probe = commands.add_parser("probe", help=probe_help, description=probe_help)
     _common_flags(probe, suppress=True)
     probe.add_argument("name", help="probe name from the configuration")
     check = commands.add_parser("check-config", help="validate the configuration and exit")
@@ -106,8 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common_flags(demo, suppress=True)
     _emulator_ports(demo)
-    emulator = commands.add_parser("emulator", help="run only the Microsoft 365 emulator")
-    _common_flags(emulator, suppress=True)
+    emulator_help = (
+        "run only the Microsoft 365 emulator (SMTP submission, Graph, token endpoint, DNS, "
+        "control API; see docs/emulator.md)"
+    )
+    emulator = commands.add_parser("emulator", help=emulator_help, description=emulator_help)
+    _common_flags(emulator, suppress=True, exporter=False)
     _emulator_ports(emulator)
     emulator.add_argument(
         "--emulator.world",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,14 +18,22 @@ from m365_smtp_exporter.store import ProbeSeries, ResultsStore
 
 PROBE_LABELS = ["tenant", "probe", "target"]
 MetricSource = Callable[[], Iterable[Metric]]
+ProbeIntervals = Callable[[], Mapping[str, float]]  # probe name -> configured interval (s)
 
 
 class StoreCollector(Collector):
     """Reads the store; later subsystems (trace, quota, delivery) plug in as `sources`."""
 
-    def __init__(self, store: ResultsStore, sources: Iterable[MetricSource] = ()) -> None:
+    def __init__(
+        self,
+        store: ResultsStore,
+        sources: Iterable[MetricSource] = (),
+        *,
+        probe_intervals: ProbeIntervals = dict,
+    ) -> None:
         self._store = store
         self._sources = list(sources)
+        self._probe_intervals = probe_intervals
 
     def add_source(self, source: MetricSource) -> None:
         self._sources.append(source)
@@ -88,8 +96,17 @@ class StoreCollector(Collector):
             "Unix time the SMTP server certificate seen by the last probe expires.",
             labels=PROBE_LABELS,
         )
+        # Staleness alerts compare the last run's age with the probe's own interval.
+        interval = GaugeMetricFamily(
+            "m365_smtp_probe_interval_seconds",
+            "Configured interval between runs of the SMTP probe.",
+            labels=PROBE_LABELS,
+        )
+        intervals = self._probe_intervals()
         for item in series:
             labels = [item.tenant, item.probe, item.target]
+            if item.probe in intervals:
+                interval.add_metric(labels, intervals[item.probe])
             self._add_counters(item, labels, probes_total, failures, replies)
             duration.add_metric(labels, item.duration.buckets(), item.duration.sum)
             last = item.last
@@ -115,6 +132,7 @@ class StoreCollector(Collector):
             replies,
             tls_info,
             cert_expiry,
+            interval,
         )
 
     @staticmethod

@@ -31,6 +31,7 @@ from m365_emulator.world import (
     DEMO_PASSWORD,
     FABRIKAM_CLIENT_ID,
     FABRIKAM_TENANT_ID,
+    WorldError,
     default_world,
     load_world,
 )
@@ -194,7 +195,9 @@ class Demo:
             self._tempdir = None
 
 
-def _print_endpoints(out: TextIO, emulator: Emulator, exporter: Exporter | None) -> None:
+def _print_endpoints(
+    out: TextIO, emulator: Emulator, exporter: Exporter | None, *, demo_world: bool = True
+) -> None:
     if exporter is not None:
         port = exporter.bound_port
         base = f"{exporter.scheme}://localhost:{port}"
@@ -204,10 +207,11 @@ def _print_endpoints(out: TextIO, emulator: Emulator, exporter: Exporter | None)
     print(f"emulator Graph:     {emulator.graph_base_url}", file=out)
     print(f"emulator token:     {emulator.http_url}/<tenant>/oauth2/v2.0/token", file=out)
     print(f"emulator control:   {emulator.http_url}/_emulator/smtp/faults", file=out)
-    print(f"                    {emulator.http_url}/_emulator/graph/state", file=out)
+    print(f"                    {emulator.http_url}/_emulator/graph/faults", file=out)
     print(f"emulator DNS:       127.0.0.1:{emulator.dns_port} (UDP and TCP)", file=out)
     print(f"emulator CA:        {emulator.ca_file}", file=out)
-    print("mailbox password:   " + DEMO_PASSWORD + " (every emulated mailbox)", file=out)
+    if demo_world:  # a world file sets its own passwords
+        print("mailbox password:   " + DEMO_PASSWORD + " (every emulated mailbox)", file=out)
     print("press Ctrl-C to stop", file=out, flush=True)
 
 
@@ -251,15 +255,24 @@ async def _run_demo(
 
 
 async def _run_emulator(args: argparse.Namespace, out: TextIO) -> int:
-    world = load_world(args.emulator_world) if args.emulator_world else default_world()
-    emulator = Emulator(world, smtp_port=args.emulator_smtp_port, http_port=args.emulator_http_port)
+    try:
+        world = load_world(args.emulator_world) if args.emulator_world else default_world()
+    except WorldError as exc:
+        print(f"cannot load the emulator world: {exc}", file=sys.stderr)
+        return 2
+    emulator = Emulator(
+        world,
+        smtp_port=args.emulator_smtp_port,
+        http_port=args.emulator_http_port,
+        dns_port=args.emulator_dns_port,
+    )
     try:
         await emulator.start()
     except OSError as exc:
         await emulator.stop()
         print(f"cannot start the emulator: {exc}", file=sys.stderr)
         return 1
-    _print_endpoints(out, emulator, None)
+    _print_endpoints(out, emulator, None, demo_world=args.emulator_world is None)
     try:
         await _until_signalled()
     finally:

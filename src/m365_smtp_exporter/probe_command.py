@@ -2,26 +2,63 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import TextIO
 
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.smtp.hints import hint_for
 from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
-from m365_smtp_exporter.smtp.result import ProbeResult
+from m365_smtp_exporter.smtp.result import Phase, ProbeResult, TlsFacts
+from m365_smtp_exporter.smtp.transcript import NOTE, SERVER
+
+NOTHING_RECEIVED = "connected, nothing received: the server accepted the connection but never spoke"
 
 
-def format_result(result: ProbeResult) -> str:
-    lines = [f"probe {result.probe} -> {result.target}", ""]
+def conversation_lines(result: ProbeResult) -> list[str]:
+    """The transcript for a person: lines sent inside TLS are marked `tls`, the prober's own
+    remarks `--`, and a server that never greeted is said so plainly."""
+    lines: list[str] = []
+    encrypted = False
     for line in result.transcript:
-        lines.append(f"{line.elapsed:8.3f}s  {line.direction}: {line.text}")
+        if line.direction == NOTE:
+            lines.append(f"{line.elapsed:8.3f}s  -- {line.text}")
+            encrypted = encrypted or line.text.startswith("TLS established")
+            continue
+        marker = "tls" if encrypted else "   "
+        lines.append(f"{line.elapsed:8.3f}s  {marker} {line.direction}: {line.text}")
+    spoke = any(line.direction == SERVER for line in result.transcript)
+    if not result.success and result.failed_phase is Phase.BANNER and not spoke:
+        lines.append(f"{'':10}-- {NOTHING_RECEIVED}")
+    return lines
+
+
+def certificate_lines(tls: TlsFacts, now: float) -> list[str]:
+    """Who the server's certificate names, who issued it and when it expires."""
+    lines = [f"tls: {tls.version} {tls.cipher}"]
+    if tls.cert_subject:
+        lines.append(f"certificate subject: {tls.cert_subject}")
+    if tls.cert_issuer:
+        lines.append(f"certificate issuer:  {tls.cert_issuer}")
+    if tls.cert_not_after is not None:
+        expires = datetime.fromtimestamp(tls.cert_not_after, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        days = (tls.cert_not_after - now) / 86_400
+        when = f"in {days:.0f} days" if days >= 0 else f"{-days:.0f} days ago"
+        lines.append(f"certificate expires: {expires} ({when})")
+    return lines
+
+
+def format_result(result: ProbeResult, now: float | None = None) -> str:
+    lines = [f"probe {result.probe} -> {result.target}", ""]
+    lines.extend(conversation_lines(result))
     lines.append("")
     lines.append("phase times:")
     for phase, seconds in result.phases.items():
         lines.append(f"  {phase.value:<9} {seconds * 1000:9.1f} ms")
     lines.append(f"  {'total':<9} {result.duration * 1000:9.1f} ms")
     if result.tls is not None:
-        lines.append(f"tls: {result.tls.version} {result.tls.cipher}")
+        lines.extend(certificate_lines(result.tls, time.time() if now is None else now))
     lines.append("")
     if result.success:
         lines.append(

@@ -262,10 +262,14 @@ async def test_delays_hold_back_only_their_endpoint(
 
 
 async def control(
-    session: aiohttp.ClientSession, service: GraphService, path: str, body: object | None = None
+    session: aiohttp.ClientSession,
+    service: GraphService,
+    method: str,
+    body: object | None = None,
+    query: str = "",
 ) -> tuple[int, Any]:
-    method = "GET" if path == "/state" else "POST"
-    async with session.request(method, service.control_url + path, json=body) as response:
+    url = f"{service.control_url}/faults{query}"
+    async with session.request(method, url, json=body) as response:
         return response.status, await response.json()
 
 
@@ -273,18 +277,24 @@ async def test_control_api_arms_reports_and_resets(
     session: aiohttp.ClientSession, service: GraphService, token: str
 ) -> None:
     armed = await control(
-        session, service, "/faults", {"fault": "throttled", "count": 2, "endpoint": "trace"}
+        session,
+        service,
+        "PUT",
+        {"faults": [{"fault": "throttled", "count": 2, "endpoint": "trace"}]},
     )
-    delayed = await control(session, service, "/delay", {"seconds": 0.25, "endpoint": "mail"})
+    delayed = await control(
+        session, service, "PUT", {"delays": [{"seconds": 0.25, "endpoint": "mail"}]}
+    )
     await get(session, service, TRACES, token)
     await get(session, service, MESSAGES, token)
-    _, state = await control(session, service, "/state")
-    reset = await control(session, service, "/reset", {"counters": True})
+    _, state = await control(session, service, "GET")
+    reset = await control(session, service, "DELETE", query="?counters=true")
 
     assert armed[0] == delayed[0] == 200
     assert armed[1]["armed"] == [
         {"fault": "throttled", "remaining": 2, "endpoint": "trace", "retry_after": 1}
     ]
+    assert delayed[1]["armed"] == armed[1]["armed"]  # a list left out is kept
     assert state["armed"][0]["remaining"] == 1
     assert state["delays"] == [{"seconds": 0.25, "remaining": None, "endpoint": "mail"}]
     assert state["injected"] == {"trace.throttled": 1, "mail.delayed": 1}
@@ -296,38 +306,63 @@ async def test_control_api_arms_reports_and_resets(
     assert (await get(session, service, TRACES, token))[0] == 200
 
 
-async def test_reset_without_body_keeps_counters(
+async def test_put_replaces_the_armed_list(
+    session: aiohttp.ClientSession, service: GraphService
+) -> None:
+    await control(session, service, "PUT", {"faults": [{"fault": "unavailable", "count": 3}]})
+    status, state = await control(session, service, "PUT", {"faults": []})
+    assert status == 200 and state["armed"] == []
+
+
+async def test_delete_without_query_keeps_counters(
     session: aiohttp.ClientSession, service: GraphService, token: str
 ) -> None:
     service.faults.inject(GraphFault.UNAVAILABLE, endpoint=EndpointKind.TRACE)
     await get(session, service, TRACES, token)
     service.faults.inject(GraphFault.UNAVAILABLE)
 
-    async with session.post(service.control_url + "/reset") as response:
-        state = await response.json()
+    status, state = await control(session, service, "DELETE")
 
+    assert status == 200
     assert state["armed"] == [] and state["injected"] == {"trace.unavailable": 1}
 
 
 @pytest.mark.parametrize(
-    ("path", "body", "fragment"),
+    ("body", "fragment"),
     [
-        ("/faults", {"fault": "exploded"}, "fault"),
-        ("/faults", {"fault": "throttled", "count": 0}, "count"),
-        ("/faults", {"fault": "throttled", "endpoint": "smtp"}, "endpoint"),
-        ("/faults", {"fault": "throttled", "colour": "red"}, "colour"),
-        ("/delay", {"count": 1}, "seconds"),
-        ("/delay", [1, 2], "body"),
+        ({"faults": [{"fault": "exploded"}]}, "faults.0.fault"),
+        ({"faults": [{"fault": "throttled", "count": 0}]}, "faults.0.count"),
+        ({"faults": [{"fault": "throttled", "endpoint": "smtp"}]}, "faults.0.endpoint"),
+        ({"faults": [{"fault": "throttled", "colour": "red"}]}, "faults.0.colour"),
+        ({"fault": "throttled"}, "fault"),
+        ({"delays": [{"count": 1}]}, "delays.0.seconds"),
+        ([1, 2], "body"),
     ],
 )
-async def test_control_api_rejects_bad_orders(
+async def test_control_api_rejects_bad_documents_naming_the_field(
     session: aiohttp.ClientSession,
     service: GraphService,
-    path: str,
     body: object,
     fragment: str,
 ) -> None:
-    status, answer = await control(session, service, path, body)
+    status, answer = await control(session, service, "PUT", body)
 
-    assert status == 400 and fragment in answer["error"]
+    assert status == 400 and answer["error"].startswith(f"{fragment}:"), answer
+    assert "faults" in answer["expected_body"]
+    assert service.faults.snapshot()["armed"] == []
+
+
+async def test_wrong_method_names_the_allowed_ones_and_the_body(
+    session: aiohttp.ClientSession, service: GraphService
+) -> None:
+    async with session.post(
+        service.control_url + "/faults", json={"fault": "throttled"}
+    ) as response:
+        answer = await response.json()
+        allow = response.headers["Allow"]
+    status, bad_query = await control(session, service, "DELETE", query="?counters=yes")
+
+    assert response.status == 405 and allow == "GET, PUT, DELETE"
+    assert answer["expected_body"]["PUT"]["faults"][0]["count"] == 1
+    assert (status, bad_query["error"]) == (400, "counters: must be true or false")
     assert service.faults.snapshot()["armed"] == []

@@ -90,7 +90,7 @@ async def test_basic_auth_with_the_right_password(emulator: SmtpEmulator, mechan
             "oauth-only@contoso.com",
             PASSWORD,
             550,
-            "5.7.30 Basic authentication is not supported for Client Submission.",
+            "5.7.30 Basic authentication is not supported for Client Submission",
         ),
     ],
 )

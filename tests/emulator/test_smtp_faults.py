@@ -73,7 +73,7 @@ async def test_refuse_outage_stops_listening_until_reset(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
     port = emulator.port
-    snapshot = await call(http, "PUT", f"{control_url}/faults/outage", {"mode": "refuse"})
+    snapshot = await call(http, "PUT", f"{control_url}/faults", {"outage": "refuse"})
     with pytest.raises(aiosmtplib.SMTPConnectError) as refused:
         await smtp_client(emulator).connect()
     reset = await call(http, "DELETE", f"{control_url}/faults")
@@ -89,7 +89,7 @@ async def test_refuse_outage_stops_listening_until_reset(
 async def test_blackhole_outage_accepts_but_never_greets(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
-    await call(http, "PUT", f"{control_url}/faults/outage", {"mode": "blackhole"})
+    await call(http, "PUT", f"{control_url}/faults", {"outage": "blackhole"})
     with pytest.raises(aiosmtplib.SMTPTimeoutError):
         await smtp_client(emulator, timeout=0.5).connect()
     await call(http, "DELETE", f"{control_url}/faults")
@@ -103,7 +103,7 @@ async def test_blackhole_outage_accepts_but_never_greets(
 async def test_latency_per_phase(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str, phase: str
 ) -> None:
-    snapshot = await call(http, "PUT", f"{control_url}/faults/latency", {phase: 30})
+    snapshot = await call(http, "PUT", f"{control_url}/faults", {"latency": {phase: 30}})
     client = smtp_client(emulator, start_tls=phase != "ehlo", timeout=0.5)
     with pytest.raises(aiosmtplib.SMTPTimeoutError):
         if phase == "banner":
@@ -126,9 +126,9 @@ async def test_scripted_replies_for_one_verb(
 ) -> None:
     scripted = await call(
         http,
-        "POST",
-        f"{control_url}/faults/replies",
-        {"reply": THROTTLED, "count": 2, "command": "mail"},
+        "PUT",
+        f"{control_url}/faults",
+        {"scripted_replies": [{"reply": THROTTLED, "count": 2, "command": "mail"}]},
     )
     client = await logged_in(emulator)
     refusals = []
@@ -151,7 +151,7 @@ async def test_scripted_replies_for_one_verb(
 async def test_scripted_421_closes_the_connection(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
-    await call(http, "POST", f"{control_url}/faults/replies", {"reply": UNAVAILABLE})
+    await call(http, "PUT", f"{control_url}/faults", {"scripted_replies": [{"reply": UNAVAILABLE}]})
     reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
     try:
         banner = await asyncio.wait_for(reader.readline(), 10)
@@ -170,7 +170,10 @@ async def test_scripted_greeting_refuses_the_connection(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
     await call(
-        http, "POST", f"{control_url}/faults/replies", {"reply": UNAVAILABLE, "command": "BANNER"}
+        http,
+        "PUT",
+        f"{control_url}/faults",
+        {"scripted_replies": [{"reply": UNAVAILABLE, "command": "BANNER"}]},
     )
     with pytest.raises(aiosmtplib.SMTPConnectResponseError) as refused:
         await smtp_client(emulator).connect()
@@ -184,7 +187,10 @@ async def test_scripted_reply_after_the_message_body(
 ) -> None:
     quota = "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException"
     await call(
-        http, "POST", f"{control_url}/faults/replies", {"reply": quota, "command": "DATA_END"}
+        http,
+        "PUT",
+        f"{control_url}/faults",
+        {"scripted_replies": [{"reply": quota, "command": "DATA_END"}]},
     )
     with pytest.raises(aiosmtplib.SMTPDataError) as rejected:
         await send_probe(emulator)
@@ -197,7 +203,7 @@ async def test_scripted_reply_after_the_message_body(
 async def test_connection_dropped_during_data(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
-    snapshot = await call(http, "POST", f"{control_url}/faults/drop-data", {"count": 1})
+    snapshot = await call(http, "PUT", f"{control_url}/faults", {"drop_data": 1})
     with pytest.raises(aiosmtplib.SMTPServerDisconnected):
         await send_probe(emulator)
     truth_after_drop = await call(http, "GET", f"{control_url}/ground-truth")
@@ -219,7 +225,7 @@ def _peer_not_after(client: aiosmtplib.SMTP) -> float:
 async def test_certificate_close_to_expiry_and_back(
     emulator: SmtpEmulator, http: aiohttp.ClientSession, control_url: str
 ) -> None:
-    swapped = await call(http, "PUT", f"{control_url}/faults/certificate", {"days_left": 5})
+    swapped = await call(http, "PUT", f"{control_url}/faults", {"certificate_days_left": 5})
     client = smtp_client(emulator)
     await client.connect()
     near_expiry = _peer_not_after(client)
@@ -238,25 +244,66 @@ async def test_certificate_close_to_expiry_and_back(
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body"),
+    ("body", "field"),
     [
-        ("PUT", "outage", {"mode": "down"}),
-        ("PUT", "latency", {"greeting": 1}),
-        ("PUT", "latency", {"ehlo": -1}),
-        ("POST", "replies", {"reply": "hello"}),
-        ("POST", "replies", {"reply": THROTTLED, "count": 0}),
-        ("POST", "drop-data", {"count": 1, "extra": True}),
-        ("PUT", "certificate", {}),
+        ({"outage": "down"}, "outage"),
+        ({"outage": None}, "outage"),
+        ({"latency": {"greeting": 1}}, "latency.greeting"),
+        ({"latency": {"ehlo": -1}}, "latency.ehlo"),
+        ({"scripted_replies": [{"reply": "hello"}]}, "scripted_replies.0.reply"),
+        ({"scripted_replies": [{"reply": THROTTLED, "count": 0}]}, "scripted_replies.0.count"),
+        ({"drop_data": -1}, "drop_data"),
+        ({"mode": "refuse"}, "mode"),
+        ({"connection_limit_text": "busy"}, "connection_limit_text"),
+        ([1, 2], "body"),
     ],
 )
-async def test_invalid_fault_requests_are_rejected(
-    http: aiohttp.ClientSession, control_url: str, method: str, path: str, body: object
+async def test_invalid_fault_documents_are_rejected_naming_the_field(
+    http: aiohttp.ClientSession, control_url: str, body: object, field: str
 ) -> None:
-    answer = await call(http, method, f"{control_url}/faults/{path}", body, status=400)
+    answer = await call(http, "PUT", f"{control_url}/faults", body, status=400)
     snapshot = await call(http, "GET", f"{control_url}/faults")
-    assert answer["error"]
+    assert answer["error"].startswith(f"{field}:"), answer
+    assert "outage" in answer.get("expected_body", {"outage": ""})
     assert snapshot["injected"] == {} and snapshot["scripted_replies"] == []
     assert snapshot["drop_data"] == 0 and snapshot["outage"] == "none"
+
+
+async def test_put_changes_only_the_fields_given(
+    http: aiohttp.ClientSession, control_url: str
+) -> None:
+    await call(http, "PUT", f"{control_url}/faults", {"latency": {"mail": 2}, "drop_data": 1})
+    after = await call(
+        http, "PUT", f"{control_url}/faults", {"connection_limit_text": "sender_thread"}
+    )
+    cleared = await call(http, "DELETE", f"{control_url}/faults")
+    assert (after["latency"]["mail"], after["drop_data"]) == (2, 1)
+    assert after["connection_limit_text"] == "sender_thread"
+    assert cleared["connection_limit_text"] == "concurrent_connections"
+    assert (cleared["latency"]["mail"], cleared["drop_data"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/faults", "GET, PUT, DELETE"),
+        ("PATCH", "/faults", "GET, PUT, DELETE"),
+        ("PUT", "/ground-truth", "GET"),
+    ],
+)
+async def test_wrong_method_answers_405_with_allow_and_the_expected_body(
+    http: aiohttp.ClientSession, control_url: str, method: str, path: str, allow: str
+) -> None:
+    async with http.request(method, control_url + path, json={"outage": "refuse"}) as response:
+        answer = await response.json()
+        assert response.status == 405
+        assert response.headers["Allow"] == allow
+    assert answer["allowed"] == allow.split(", ")
+    assert method in answer["error"] and path in answer["error"]
+    if path == "/faults":
+        assert answer["expected_body"]["PUT"]["outage"] == "none | refuse | blackhole"
+    snapshot = await call(http, "GET", f"{control_url}/faults")
+    assert snapshot["outage"] == "none"
 
 
 async def test_ground_truth_counts_replies_and_deliveries(
@@ -271,3 +318,26 @@ async def test_ground_truth_counts_replies_and_deliveries(
     ]
     assert truth["replies"]["250 2.0.0"] == 1
     assert truth["replies"]["235 2.7.0"] == 1
+
+
+async def test_body_arriving_in_pieces_is_read_whole(
+    http: aiohttp.ClientSession, control_url: str
+) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b'{"latency": {"mail"'
+        await asyncio.sleep(0)
+        yield b": 1.5}}"
+
+    async with http.put(f"{control_url}/faults", data=pieces()) as response:
+        snapshot = await response.json()
+        assert response.status == 200, snapshot
+    assert snapshot["latency"]["mail"] == 1.5
+
+
+async def test_oversized_body_is_refused(http: aiohttp.ClientSession, control_url: str) -> None:
+    body = b'{"drop_data": 1, "pad": "' + b"x" * 70_000 + b'"}'
+    async with http.put(f"{control_url}/faults", data=body) as response:
+        answer = await response.json()
+        assert response.status == 400
+    assert answer["error"] == "body: larger than 65536 bytes"
+    assert (await call(http, "GET", f"{control_url}/faults"))["drop_data"] == 0

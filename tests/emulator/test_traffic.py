@@ -254,7 +254,7 @@ async def test_busy_mailbox_holds_every_slot_until_stopped(
     await probe.quit()
     assert (refused.value.code, refused.value.message) == (
         432,
-        "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+        "4.3.2 Concurrent connections limit exceeded",
     )
     assert after_stop.code == 250
     assert generator.stats.messages["busy"] == 3

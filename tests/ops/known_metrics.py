@@ -51,6 +51,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_smtp_probe_success", Kind.GAUGE, _PROBE),
     ExportedMetric("m365_smtp_probe_last_run_timestamp_seconds", Kind.GAUGE, _PROBE),
     ExportedMetric("m365_smtp_probe_last_success_timestamp_seconds", Kind.GAUGE, _PROBE),
+    ExportedMetric("m365_smtp_probe_interval_seconds", Kind.GAUGE, _PROBE),
     ExportedMetric("m365_smtp_probe_phase_seconds", Kind.GAUGE, (*_PROBE, "phase")),
     ExportedMetric("m365_smtp_probe_duration_seconds", Kind.HISTOGRAM, _PROBE),
     ExportedMetric("m365_smtp_probes_total", Kind.COUNTER, (*_PROBE, "result")),

@@ -265,7 +265,7 @@ def test_collector_renders_exactly_its_known_metrics() -> None:
     )
     store.record_job("probe:submission", "failure", 1.5)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, probe_intervals=lambda: {"submission": 60.0}))
     rendered: dict[str, frozenset[str]] = {}
     for name, labels in samples(generate_latest(registry)):
         rendered[name] = frozenset(label for label, _ in labels)

@@ -7,14 +7,14 @@ compares the exporter's own metrics against.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from m365_emulator.rest import BadRequestError, json_response, parse_body, resource
 
 
 class GraphFault(StrEnum):
@@ -113,7 +113,13 @@ class GraphFaults:
 
     def reset(self) -> None:
         """Disarm every fault and delay; counters keep counting."""
+        self.disarm_faults()
+        self.disarm_delays()
+
+    def disarm_faults(self) -> None:
         self._armed.clear()
+
+    def disarm_delays(self) -> None:
         self._delays.clear()
 
     def reset_counters(self) -> None:
@@ -183,53 +189,54 @@ def graph_control_routes(
     *,
     prefix: str = "/_emulator/graph",
 ) -> list[web.RouteDef]:
-    """HTTP control API for the Graph side.
+    """HTTP control API for the Graph side, the same shape as the SMTP side's.
 
-    - `GET  {prefix}/state`  -> armed faults, delays, injected counts and response counts
-    - `POST {prefix}/faults` `{"fault": "unavailable", "count": 2, "endpoint": "trace",
-      "retry_after": 5}` (`count`, `endpoint`, `retry_after` optional)
-    - `POST {prefix}/delay`  `{"seconds": 1.5, "count": 3, "endpoint": "mail"}`
-    - `POST {prefix}/reset`  disarms everything; `{"counters": true}` also zeroes the counts
-    Every answer is the state document; bad input gets 400 `{"error": "..."}`.
+    - `GET    {prefix}/faults`  armed faults, delays, injected counts and response counts
+    - `PUT    {prefix}/faults`  `{"faults": [{"fault": "throttled", "count": 2, "endpoint":
+      "trace", "retry_after": 5}], "delays": [{"seconds": 1.5, "count": 3, "endpoint":
+      "mail"}]}`; each list given replaces what is armed, a list left out is kept
+    - `DELETE {prefix}/faults`  disarms everything; `?counters=true` also zeroes the counts
+    Every answer is the fault document; bad input gets 400 `{"error": "..."}` naming the field.
     """
     prefix = prefix.rstrip("/")
 
-    def state_response() -> web.Response:
-        document = faults.snapshot() | {"responses": traffic.responses()}
-        return web.json_response(document)
+    def document() -> web.Response:
+        return json_response(faults.snapshot() | {"responses": traffic.responses()})
 
-    async def get_state(request: web.Request) -> web.Response:
-        return state_response()
+    async def get_faults(request: web.Request) -> web.StreamResponse:
+        return document()
 
-    async def post_fault(request: web.Request) -> web.Response:
-        order = await _order(request, _FaultOrder)
-        faults.inject(
-            order.fault, order.count, endpoint=order.endpoint, retry_after=order.retry_after
-        )
-        return state_response()
+    async def put_faults(request: web.Request) -> web.StreamResponse:
+        update = await parse_body(request, _FaultsUpdate)
+        if update.faults is not None:
+            faults.disarm_faults()
+            for order in update.faults:
+                faults.inject(
+                    order.fault, order.count, endpoint=order.endpoint, retry_after=order.retry_after
+                )
+        if update.delays is not None:
+            faults.disarm_delays()
+            for delay in update.delays:
+                faults.slow_down(delay.seconds, delay.count, endpoint=delay.endpoint)
+        return document()
 
-    async def post_delay(request: web.Request) -> web.Response:
-        order = await _order(request, _DelayOrder)
-        faults.slow_down(order.seconds, order.count, endpoint=order.endpoint)
-        return state_response()
-
-    async def post_reset(request: web.Request) -> web.Response:
-        order = await _order(request, _ResetOrder)
+    async def delete_faults(request: web.Request) -> web.StreamResponse:
+        counters = request.query.get("counters", "false").lower()
+        if counters not in ("true", "false"):
+            raise BadRequestError("counters: must be true or false")
         faults.reset()
-        if order.counters:
+        if counters == "true":
             faults.reset_counters()
             traffic.reset()
-        return state_response()
+        return document()
 
     return [
-        web.get(f"{prefix}/state", get_state),
-        web.post(f"{prefix}/faults", post_fault),
-        web.post(f"{prefix}/delay", post_delay),
-        web.post(f"{prefix}/reset", post_reset),
+        resource(
+            f"{prefix}/faults",
+            {"GET": get_faults, "PUT": put_faults, "DELETE": delete_faults},
+            expected_body={"PUT": _PUT_EXAMPLE, "DELETE": "no body; ?counters=true also zeroes"},
+        )
     ]
-
-
-Order = TypeVar("Order", bound=BaseModel)
 
 
 class _FaultOrder(BaseModel):
@@ -237,30 +244,30 @@ class _FaultOrder(BaseModel):
     fault: GraphFault
     count: int = Field(default=1, ge=1)
     endpoint: EndpointKind | None = None
-    retry_after: int | None = Field(default=None, ge=0)
+    retry_after: int | None = Field(default=None, ge=0, le=86_400)
 
 
 class _DelayOrder(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seconds: float = Field(ge=0)
+    seconds: float = Field(ge=0, le=3600)
     count: int | None = Field(default=None, ge=1)
     endpoint: EndpointKind | None = None
 
 
-class _ResetOrder(BaseModel):
+class _FaultsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    counters: bool = False
+    faults: list[_FaultOrder] | None = Field(default=None, max_length=100)
+    delays: list[_DelayOrder] | None = Field(default=None, max_length=100)
 
 
-async def _order(request: web.Request, model: type[Order]) -> Order:
-    body = await request.read()
-    try:
-        return model.model_validate_json(body or b"{}")
-    except ValidationError as exc:
-        message = "; ".join(
-            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": message}), content_type="application/json"
-        ) from None
+_PUT_EXAMPLE = {
+    "faults": [
+        {
+            "fault": " | ".join(fault.value for fault in GraphFault),
+            "count": 1,
+            "endpoint": " | ".join(kind.value for kind in EndpointKind) + " (omit for any)",
+            "retry_after": "seconds (optional)",
+        }
+    ],
+    "delays": [{"seconds": 1.5, "count": "n (omit: until reset)", "endpoint": "mail"}],
+}

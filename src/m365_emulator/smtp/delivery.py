@@ -74,6 +74,8 @@ class AcceptedMessage:
     content: bytes
     peer_ip: str
     accepted_at: float
+    # distribution lists among `recipients` and their (expanded) members
+    lists: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -128,8 +130,19 @@ class DeliveryAgent:
             message_id = f"<{uuid.uuid4()}@{MAILBOX_SERVER}>"
             parsed["Message-ID"] = message_id
         dropped = self._random.random() < self.behaviour.drop_probability
+        handled: set[str] = set()
         for recipient in message.recipients:
-            self._handle_recipient(message, parsed, message_id, recipient, dropped)
+            members = message.lists.get(recipient)
+            if members is not None:
+                # Exchange writes each list (nested ones too) as an `expanded` row, then
+                # one row per member
+                expansion = self._state.list_expansion(recipient)
+                for group in expansion[0] if expansion else [recipient]:
+                    self._trace_rows(message, parsed, message_id, group, "expanded")
+            for address in [recipient] if members is None else members:
+                if address.lower() not in handled:
+                    handled.add(address.lower())
+                    self._handle_recipient(message, parsed, message_id, address, dropped)
         return message_id
 
     def _handle_recipient(

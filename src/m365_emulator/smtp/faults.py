@@ -15,6 +15,8 @@ from typing import Literal, get_args
 Phase = Literal["banner", "ehlo", "starttls", "auth", "mail", "rcpt", "data"]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 OutageMode = Literal["none", "refuse", "blackhole"]
+# Which text the concurrent-connection limit answers with (both are Microsoft's, see replies).
+ConnectionLimitText = Literal["concurrent_connections", "sender_thread"]
 
 # Pseudo-commands a scripted reply can target besides the SMTP verbs.
 BANNER = "BANNER"  # the greeting
@@ -64,6 +66,7 @@ class SmtpFaults:
         self.latency: dict[Phase, float] = dict.fromkeys(PHASES, 0.0)
         self.scripted: list[ScriptedReply] = []
         self.data_drops = 0
+        self.connection_limit_text: ConnectionLimitText = "concurrent_connections"
 
     # configuration
     def set_latency(self, phase: Phase, seconds: float) -> None:
@@ -94,6 +97,7 @@ class SmtpFaults:
         self.latency = dict.fromkeys(PHASES, 0.0)
         self.scripted.clear()
         self.data_drops = 0
+        self.connection_limit_text = "concurrent_connections"
 
     # consumption by the server (each records what it injected)
     def latency_for(self, phase: Phase) -> float:
@@ -129,5 +133,6 @@ class SmtpFaults:
             "scripted_replies": [entry.to_json() for entry in self.scripted],
             "drop_data": self.data_drops,
             "certificate_days_left": self.certificate_days_left,
+            "connection_limit_text": self.connection_limit_text,
             "injected": dict(sorted(self.injected.items())),
         }

@@ -41,6 +41,20 @@ class RollingCounter:
         self._drop_before(math.floor((now - self._window) / self._bucket))
         return sum(self._buckets.values())
 
+    def first_time_below(self, not_before: float, limit: int) -> float:
+        """The earliest time >= `not_before` (and >= every recorded event) at which fewer
+        than `limit` events are in the window: when a queued event may be released."""
+        if not self._buckets:
+            return not_before
+        at = max(not_before, max(self._buckets) * self._bucket)
+        while True:
+            first_live = math.floor((at - self._window) / self._bucket)
+            live = [index for index in self._buckets if index >= first_live]
+            if sum(self._buckets[index] for index in live) < limit:
+                return at
+            # the oldest live bucket leaves once its end is a whole window behind
+            at = (min(live) + 1) * self._bucket + self._window
+
     @property
     def bucket_count(self) -> int:
         """Buckets currently held (memory use)."""
@@ -65,17 +79,29 @@ class SendingLedger:
         self._messages: dict[str, RollingCounter] = {}
         self._external: dict[str, RollingCounter] = {}
 
-    def record(self, sender: str, recipients: Iterable[str], at: float | None = None) -> None:
-        """Count one message from `sender` to `recipients` at `at` (default: now)."""
+    def record(
+        self,
+        sender: str,
+        recipients: Iterable[str],
+        at: float | None = None,
+        *,
+        expanded: Iterable[str] | None = None,
+    ) -> None:
+        """Count one message from `sender` to `recipients` at `at` (default: now).
+
+        `recipients` are the envelope's (a distribution list is one); `expanded` are the
+        addresses after list expansion, which the tenant external limit counts instead.
+        """
         when = self._state.clock() if at is None else at
         recipients = list(recipients)
+        delivered = recipients if expanded is None else list(expanded)
         key = sender.lower()
         self._counter(self._recipients, key, DAY, self._day_bucket).add(when, len(recipients))
         self._counter(self._messages, key, MINUTE, 1.0).add(when)
         tenant = self.tenant_of(sender)
         if tenant is None:
             return
-        external = sum(1 for recipient in recipients if not tenant.is_internal(recipient))
+        external = sum(1 for recipient in delivered if not tenant.is_internal(recipient))
         if external:
             self._counter(self._external, tenant.name, DAY, self._day_bucket).add(when, external)
 
@@ -87,7 +113,15 @@ class SendingLedger:
         return self._total(self._recipients, sender.lower())
 
     def messages_last_minute(self, sender: str) -> int:
+        """Messages counted in the last minute, including ones queued to be released later."""
         return self._total(self._messages, sender.lower())
+
+    def message_slot(self, sender: str, per_minute: int) -> float:
+        """When `sender`'s next message may be submitted without exceeding `per_minute`:
+        now, or later when the minute is full (queued behind earlier held messages)."""
+        now = self._state.clock()
+        counter = self._messages.get(sender.lower())
+        return now if counter is None else counter.first_time_below(now, per_minute)
 
     def external_recipients_last_day(self, tenant: str) -> int:
         return self._total(self._external, tenant)

@@ -14,17 +14,19 @@ AUTH_SMTP_DISABLED = (
     "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
     "Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information."
 )
-AUTH_BASIC_DISABLED = "550 5.7.30 Basic authentication is not supported for Client Submission."
+# Basic auth for SMTP AUTH is off by default from the end of December 2026 (MC786329).
+AUTH_BASIC_DISABLED = "550 5.7.30 Basic authentication is not supported for Client Submission"
 AUTH_UNRECOGNIZED = "504 5.7.4 Unrecognized authentication type"
 NOT_AUTHENTICATED = "530 5.7.57 Client not authenticated to send mail"
 
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 SEND_AS_DENIED = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+# The concurrent-connection limit (3 per mailbox). Microsoft documents the first text; the
+# second is seen in the wild for the same limit. Nothing else answers 432 4.3.2: going over
+# 30 messages/minute delays submission (Microsoft corrected its documentation in 2025).
+CONCURRENT_CONNECTIONS = "432 4.3.2 Concurrent connections limit exceeded"
 THREAD_LIMIT = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
-# Microsoft documents that messages over 30/minute are delayed ("carried over"), while
-# operators report rejections; the emulator rejects so the throttle is visible to a probe.
-RATE_LIMITED = "451 4.7.500 Access denied, please try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 SUBMISSION_QUOTA = (
     "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to "

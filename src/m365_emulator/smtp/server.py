@@ -345,6 +345,16 @@ class SmtpEmulator:
         return self._policy.tls_failures
 
     @property
+    def delayed_submissions(self) -> Counter[str]:
+        """Submissions held for the 30 messages/minute pace, by mailbox (ground truth)."""
+        return self._policy.delayed
+
+    @property
+    def held_submissions(self) -> Counter[str]:
+        """Submissions held right now, by mailbox."""
+        return self._policy.holding
+
+    @property
     def host(self) -> str:
         return self.settings.host
 

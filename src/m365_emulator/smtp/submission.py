@@ -7,12 +7,14 @@ with Microsoft's reply texts. The protocol framing (banner, STARTTLS, faults) li
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import hmac
 import logging
 import ssl
 from base64 import b64decode
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 from aiosmtpd.smtp import (
     MISSING,
@@ -31,6 +33,7 @@ from m365_emulator.smtp.ledger import SendingLedger
 from m365_emulator.state import EmulatorState, Mailbox
 
 OUTLOOK_RESOURCE = "https://outlook.office365.com"
+Sleep = Callable[[float], Awaitable[None]]
 TEMPORARY_ERROR = "451 4.7.0 Temporary server error. Please try again later."
 
 log = logging.getLogger(__name__)
@@ -61,12 +64,18 @@ class SubmissionPolicy:
         faults: SmtpFaults,
         *,
         max_connections_per_mailbox: int = 3,
+        sleep: Sleep = asyncio.sleep,
+        hold_poll_seconds: float = 0.1,
     ) -> None:
         self._state = state
         self._ledger = ledger
         self._delivery = delivery
         self._faults = faults
         self._max_connections = max_connections_per_mailbox
+        self._sleep = sleep
+        self._hold_poll = hold_poll_seconds
+        self.delayed: Counter[str] = Counter()  # submissions held for the per-minute pace
+        self.holding: Counter[str] = Counter()  # submissions being held right now
         # authenticated sessions per mailbox, oldest first: the first N may submit
         self._sessions: dict[str, list[Session]] = {}
         self.tls_failures: Counter[str] = Counter()  # failed STARTTLS handshakes by reason
@@ -98,7 +107,8 @@ class SubmissionPolicy:
         mailbox = self._state.mailbox(address)
         if mailbox is None:
             return _failed(replies.AUTH_UNSUCCESSFUL)
-        if not mailbox.basic_auth_enabled:
+        tenant = self._state.tenants.get(mailbox.tenant)
+        if not mailbox.basic_auth_enabled or (tenant is not None and not tenant.basic_auth_enabled):
             return _failed(replies.AUTH_BASIC_DISABLED)
         expected = (mailbox.password or "").encode("utf-8")
         if mailbox.password is None or not hmac.compare_digest(expected, auth_data.password):
@@ -182,9 +192,9 @@ class SubmissionPolicy:
         if address.lower() != own and address.lower() not in mailbox.send_as:
             return replies.SEND_AS_DENIED
         if self._connection_slot(own, session) >= self._max_connections:
-            return replies.THREAD_LIMIT
-        if self._ledger.messages_last_minute(own) >= mailbox.messages_per_minute:
-            return replies.RATE_LIMITED
+            if self._faults.connection_limit_text == "sender_thread":
+                return replies.THREAD_LIMIT
+            return replies.CONCURRENT_CONNECTIONS
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.SENDER_OK
@@ -219,20 +229,55 @@ class SubmissionPolicy:
         recipients = list(envelope.rcpt_tos)
         if self._ledger.recipients_last_day(own) + len(recipients) > mailbox.recipients_per_day:
             return replies.SUBMISSION_QUOTA
+        lists = self._expanded_lists(recipients)
+        delivered = _delivered_recipients(recipients, lists)
         tenant = self._state.tenants.get(mailbox.tenant)
         if tenant is not None:
-            external = sum(1 for recipient in recipients if not tenant.is_internal(recipient))
+            # the tenant external limit counts after distribution-list expansion
+            external = sum(1 for recipient in delivered if not tenant.is_internal(recipient))
             used = self._ledger.external_recipients_last_day(tenant.name)
             if external and used + external > tenant.terrl:
                 return replies.TENANT_EXTERNAL_LIMIT
-        now = self._state.clock()
-        self._ledger.record(own, recipients, now)
+        now = await self._paced(own, recipients, delivered, mailbox.messages_per_minute)
         content = envelope.original_content or b""
         peer = session.peer[0] if isinstance(session.peer, tuple) else ""
         message_id = self._delivery.accept(
-            AcceptedMessage(envelope.mail_from, recipients, content, str(peer), now)
+            AcceptedMessage(envelope.mail_from, recipients, content, str(peer), now, lists)
         )
         return replies.queued_reply(message_id)
+
+    def _expanded_lists(self, recipients: list[str]) -> dict[str, list[str]]:
+        lists: dict[str, list[str]] = {}
+        for recipient in recipients:
+            members = self._state.expand_list(recipient)
+            if members is not None:
+                lists[recipient] = members
+        return lists
+
+    async def _paced(
+        self, sender: str, recipients: list[str], delivered: list[str], per_minute: int
+    ) -> float:
+        """Count the message and hold the DATA reply until the sender's minute has room.
+
+        Over 30 messages a minute Exchange Online delays submission instead of refusing it.
+        The slot is reserved before waiting, so concurrent sessions queue in order; the hold
+        is at most one window and follows the emulator's clock (tests move it by hand).
+        """
+        release = self._ledger.message_slot(sender, per_minute)
+        self._ledger.record(sender, recipients, release, expanded=delivered)
+        now = self._state.clock()
+        if release <= now:
+            return now
+        self.delayed[sender] += 1
+        self.holding[sender] += 1
+        try:
+            while (wait := release - self._state.clock()) > 0:
+                await self._sleep(min(wait, self._hold_poll))
+        finally:
+            self.holding[sender] -= 1
+            if not self.holding[sender]:
+                del self.holding[sender]
+        return self._state.clock()
 
     def _connection_slot(self, key: str, session: Session) -> int:
         """0 for the mailbox's oldest authenticated connection, 1 for the next, ..."""
@@ -243,6 +288,18 @@ class SubmissionPolicy:
         if not session.authenticated or not isinstance(session.auth_data, str):
             return None
         return self._state.mailbox(session.auth_data)
+
+
+def _delivered_recipients(recipients: list[str], lists: dict[str, list[str]]) -> list[str]:
+    """Envelope recipients with each list replaced by its members, each address once."""
+    seen: set[str] = set()
+    delivered: list[str] = []
+    for recipient in recipients:
+        for address in lists.get(recipient, [recipient]):
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                delivered.append(address)
+    return delivered
 
 
 def _failed(reply: str) -> AuthResult:

@@ -20,7 +20,10 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
             labels=LABELS,
         )
         limit = GaugeMetricFamily(
-            "m365_quota_limit", "The sending limit the usage is measured against.", labels=LABELS
+            "m365_quota_limit",
+            "The sending limit the usage is measured against. limit=messages_per_minute is "
+            "pacing: messages over it will be delayed by Microsoft 365, not refused.",
+            labels=LABELS,
         )
         ratio = GaugeMetricFamily(
             "m365_quota_utilization_ratio", "Usage divided by the limit.", labels=LABELS

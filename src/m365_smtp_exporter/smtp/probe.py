@@ -487,6 +487,8 @@ class _ProbeRun:
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
         self.result.tls = tls_facts(ssl_object)
         self.encrypted = True
+        version = self.result.tls.version if self.result.tls else "TLS"
+        self.transcript.note(f"TLS established ({version}): what follows is encrypted")
 
     async def _command(self, *args: bytes, shown: str | None = None) -> SMTPResponse:
         """Send one command line and read its reply; `shown` replaces a secret line."""

@@ -76,6 +76,8 @@ class TlsFacts:
     version: str
     cipher: str
     cert_not_after: float | None  # unix seconds; None when the peer sent no certificate
+    cert_subject: str = ""  # RFC 4514 form, for people reading a transcript (never a label)
+    cert_issuer: str = ""
 
 
 @dataclass(frozen=True, slots=True)

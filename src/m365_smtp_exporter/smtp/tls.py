@@ -61,13 +61,36 @@ def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | No
     cipher = ssl_object.cipher()
     der = ssl_object.getpeercert(binary_form=True)
     not_after = None
+    subject = issuer = ""
     if der:
-        not_after = x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+        certificate = x509.load_der_x509_certificate(der)
+        not_after = certificate.not_valid_after_utc.timestamp()
+        subject = certificate_name(certificate.subject)
+        issuer = certificate_name(certificate.issuer)
     return TlsFacts(
         version=ssl_object.version() or "",
         cipher=cipher[0] if cipher else "",
         cert_not_after=not_after,
+        cert_subject=subject,
+        cert_issuer=issuer,
     )
+
+
+_MAX_NAME = 256
+
+
+def certificate_name(name: x509.Name) -> str:
+    """A certificate subject or issuer for display: RFC 4514 text, printable, bounded.
+
+    The server chooses these bytes, so control characters are replaced and the length is
+    capped before the text reaches a terminal or a page.
+    """
+    try:
+        text = name.rfc4514_string()
+    except ValueError:  # attribute values that are not valid strings
+        return "<unreadable name>"
+    shown = "".join(char if char.isprintable() else "?" for char in text[:_MAX_NAME])
+    return shown + ("..." if len(text) > _MAX_NAME else "")
 
 
 def handshake_failure(exc: ssl.SSLError) -> tuple[Reason, str]:

@@ -14,6 +14,7 @@ from m365_smtp_exporter.smtp.result import TranscriptLine
 REDACTED = "<redacted>"
 CLIENT = "C"
 SERVER = "S"
+NOTE = "*"  # a remark of the prober's own (e.g. "TLS established"), not on the wire
 _AUTH_CONTINUE = 334
 
 
@@ -24,6 +25,10 @@ class Transcript:
 
     def client(self, text: str) -> None:
         self.lines.append(TranscriptLine(self._elapsed(), CLIENT, text))
+
+    def note(self, text: str) -> None:
+        """A remark between the wire lines, such as where encryption starts."""
+        self.lines.append(TranscriptLine(self._elapsed(), NOTE, text))
 
     def server(self, code: int, message: str) -> None:
         """One reply, as the server sent it: one line per reply line, `250-` continuations."""
