@@ -26,7 +26,8 @@ from m365_emulator.traffic.model import (
     profile_for_world,
 )
 from m365_emulator.world import default_world
-from tests.emulator.conftest import ManualClock, logged_in
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import logged_in
 
 DAY = 86_400.0
 PROFILE = TrafficProfile()

@@ -24,9 +24,9 @@ from m365_smtp_exporter.graph.trace import (
     PullResult,
     TracePuller,
 )
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import CONTOSO, graph_service, new_state, trace_row
-from tests.graph.conftest import DOMAINS, EmulatorTokens, HookTransport, Sink
+from tests.support.clock import ManualClock
+from tests.support.graph import CONTOSO, EmulatorTokens, HookTransport, graph_service, new_state
+from tests.support.trace import DOMAINS, Sink, trace_row
 
 OVERLAP = 600
 # A row may show up at most this long after it was handled and still be caught: the
