@@ -32,6 +32,7 @@ async def scrape(port: int) -> str:
         return await response.text()
 
 
+@pytest.mark.slow
 async def test_demo_probes_report_success_and_microsoft_rejections(demo: Demo) -> None:
     assert demo.exporter is not None and demo.exporter.bound_port is not None
     port = demo.exporter.bound_port
