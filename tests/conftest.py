@@ -1,5 +1,6 @@
 """Fixtures shared by every test package: a manual clock, the emulated Graph service on a
-real port, tokens and Graph clients on it, and the Hypothesis profiles.
+real port (plain, or HTTPS with its CA), tokens and Graph clients on it; and the Hypothesis
+profiles.
 
 Helpers that tests import live in `tests/support/`; no test imports a conftest."""
 
@@ -8,10 +9,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 from hypothesis import settings
 
 from m365_emulator.graph.http_common import GRAPH_SCOPE
@@ -56,6 +59,26 @@ def graph_state(clock: ManualClock) -> EmulatorState:
 async def service(graph_state: EmulatorState) -> AsyncIterator[GraphService]:
     """The emulator's Graph application (token endpoint included) on 127.0.0.1:<free port>."""
     async with graph_service(graph_state) as running:
+        yield running
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    """The CA as a PEM file, for clients that take a path."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+async def tls_service(graph_state: EmulatorState, ca: trustme.CA) -> AsyncIterator[GraphService]:
+    """The same Graph application over HTTPS, its certificate signed by `ca`."""
+    async with graph_service(graph_state, tls=ca) as running:
         yield running
 
 

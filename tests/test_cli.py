@@ -16,17 +16,15 @@ import trustme
 
 from tests.support.poll import eventually
 from tests.support.prom import value
-from tests.support.smtpd import SubmissionServer
+from tests.support.smtpd import SubmissionServer, submission_server
 
 CANARY = "canary-cli-secret-2b8d"
 
 
 @pytest.fixture
 async def smtp_server() -> AsyncIterator[SubmissionServer]:
-    server = SubmissionServer(trustme.CA(), "probe@example.test", CANARY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with submission_server(CANARY) as server:
+        yield server
 
 
 def write_config(path: Path, port: int, ca_file: Path, password: str = CANARY) -> Path:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 
 from m365_smtp_exporter.app import Exporter, parse_listen_address
 from m365_smtp_exporter.config import load_config
 from m365_smtp_exporter.logs import Redactor, configure_logging
 from tests.support.poll import eventually
 from tests.support.prom import promtool_check_metrics, value
-from tests.support.smtpd import SubmissionServer
+from tests.support.smtpd import SubmissionServer, submission_server
 
 CANARY = "canary-Pa55w0rd-7f3e9c"
 
@@ -38,10 +37,8 @@ probes:
 
 @pytest.fixture
 async def smtp_server() -> AsyncIterator[SubmissionServer]:
-    server = SubmissionServer(trustme.CA(), "probe@example.test", CANARY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with submission_server(CANARY) as server:
+        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,27 +20,9 @@ from m365_emulator.graph.http_common import GRAPH_SCOPE
 from m365_emulator.graph.token import CLIENT_ASSERTION_TYPE, SMTP_SCOPE
 from m365_emulator.state import EmulatorState
 from tests.support.clock import ManualClock
-from tests.support.graph import CONTOSO, FABRIKAM, GraphService, graph_service
+from tests.support.graph import CONTOSO, FABRIKAM, GraphService
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture
-async def tls_service(graph_state: EmulatorState, ca: trustme.CA) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state, tls=ca) as running:
-        yield running
 
 
 def _form(tenant_secret: str = CONTOSO.client_secret, **overrides: str) -> dict[str, str]:
