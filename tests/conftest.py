@@ -39,10 +39,14 @@ from tests.support.graph import (
 # max_examples scale it with `tests.support.examples.examples()`.
 settings.register_profile("dev", max_examples=BASE_EXAMPLES // 2)
 settings.register_profile("ci", max_examples=BASE_EXAMPLES * 2, deadline=None, print_blob=True)
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE")
-    or ("ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "dev")
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "dev"
 )
+settings.load_profile(PROFILE)
+
+
+def pytest_report_header() -> str:
+    return f"hypothesis profile: {PROFILE} (max_examples={settings().max_examples})"
 
 
 @pytest.fixture
