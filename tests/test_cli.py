@@ -14,18 +14,17 @@ import aiohttp
 import pytest
 import trustme
 
+from tests.support.poll import eventually
 from tests.support.prom import value
-from tests.support.smtpd import SubmissionServer
+from tests.support.smtpd import SubmissionServer, submission_server
 
 CANARY = "canary-cli-secret-2b8d"
 
 
 @pytest.fixture
 async def smtp_server() -> AsyncIterator[SubmissionServer]:
-    server = SubmissionServer(trustme.CA(), "probe@example.test", CANARY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with submission_server(CANARY) as server:
+        yield server
 
 
 def write_config(path: Path, port: int, ca_file: Path, password: str = CANARY) -> Path:
@@ -156,20 +155,17 @@ async def test_run_serves_reloads_on_sighup_and_stops_on_sigterm(
 
 
 async def scrape_until(port: int, ok: Callable[[str], bool]) -> str:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                    text = await response.text()
-                    if ok(text):
-                        return text
-            except aiohttp.ClientConnectionError:
-                pass
-            if loop.time() > deadline:
-                raise AssertionError("condition never met")
-            await asyncio.sleep(0.2)
+    async def scraped() -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            text = await response.text()
+            return text if ok(text) else ""
+
+    return await eventually(
+        scraped, timeout=30, interval=0.2, ignoring=(aiohttp.ClientConnectionError,)
+    )
 
 
 @pytest.mark.parametrize("command", ["", "run", "probe", "check-config", "demo"])

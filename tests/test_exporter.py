@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 
 from m365_smtp_exporter.app import Exporter, parse_listen_address
 from m365_smtp_exporter.config import load_config
 from m365_smtp_exporter.logs import Redactor, configure_logging
+from tests.support.poll import eventually
 from tests.support.prom import promtool_check_metrics, value
-from tests.support.smtpd import SubmissionServer
+from tests.support.smtpd import SubmissionServer, submission_server
 
 CANARY = "canary-Pa55w0rd-7f3e9c"
 
@@ -38,10 +37,8 @@ probes:
 
 @pytest.fixture
 async def smtp_server() -> AsyncIterator[SubmissionServer]:
-    server = SubmissionServer(trustme.CA(), "probe@example.test", CANARY)
-    await server.start()
-    yield server
-    await server.stop()
+    async with submission_server(CANARY) as server:
+        yield server
 
 
 @pytest.fixture
@@ -60,14 +57,18 @@ async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
 
 async def wait_for(port: int, name: str, expected: float, **labels: str) -> str:
     """Scrape until `name{labels}` equals `expected`; returns that exposition."""
-    deadline = asyncio.get_running_loop().time() + 15.0
-    while True:
-        _, text = await scrape(port)
-        if value(text, name, **labels) == expected:
-            return text
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{name}{labels} never became {expected}:\n{text}")
-        await asyncio.sleep(0.1)
+    last = [""]
+
+    async def scraped() -> str:
+        _, last[0] = await scrape(port)
+        return last[0] if value(last[0], name, **labels) == expected else ""
+
+    return await eventually(
+        scraped,
+        timeout=15.0,
+        interval=0.1,
+        message=lambda: f"{name}{labels} never became {expected}:\n{last[0]}",
+    )
 
 
 async def test_probe_success_failure_recovery_and_reload(

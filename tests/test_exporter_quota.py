@@ -27,6 +27,8 @@ from tests.support.prom import promtool_check_metrics, value
 
 BATCH = 500
 END_MARGIN = DEFAULT_END_MARGIN
+# a full exporter against the emulator, waiting out the pull end margin in real time
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

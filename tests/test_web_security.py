@@ -26,6 +26,7 @@ from m365_smtp_exporter.config import Config, ConfigError
 from m365_smtp_exporter.logs import Redactor, configure_logging
 from m365_smtp_exporter.web_auth import BasicAuthGuard
 from m365_smtp_exporter.web_config import WebSecurity, load_web_security
+from tests.support.poll import eventually
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata" / "web"
 CANARY = "canary-web-Pa55w0rd-4d1e"
@@ -438,14 +439,14 @@ async def test_run_serves_https_with_basic_auth(pki: Pki, tmp_path: Path) -> Non
     )
     base, tls = f"https://127.0.0.1:{port}", pki.client_context()
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            try:
-                assert (await fetch(base + "/-/healthy", tls=tls)).status == 200
-                break
-            except aiohttp.ClientConnectionError:
-                assert asyncio.get_running_loop().time() < deadline, "never listened"
-                await asyncio.sleep(0.1)
+        healthy = await eventually(
+            lambda: fetch(base + "/-/healthy", tls=tls),
+            timeout=30,
+            interval=0.1,
+            ignoring=(aiohttp.ClientConnectionError,),
+            message="never listened",
+        )
+        assert healthy.status == 200
         assert (await fetch(base + "/metrics", tls=tls)).status == 401
         assert (await fetch(base + "/metrics", tls=tls, auth=(USER, "wrong"))).status == 401
         assert (await fetch(base + "/metrics", tls=tls, auth=(USER, CANARY))).status == 200

@@ -16,7 +16,8 @@ from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.graph.trace import GraphTracePages, TracePuller
 from m365_smtp_exporter.smtp.message import build_probe_message
 from m365_smtp_exporter.smtp.result import ProbeResult
-from tests.delivery.conftest import (
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
     MAILBOX,
     POLL,
     TENANT,
@@ -26,7 +27,6 @@ from tests.delivery.conftest import (
     outcomes,
     probe_config,
 )
-from tests.emulator.conftest import ManualClock
 
 SENDER = "sender@contoso.com"
 
@@ -42,20 +42,20 @@ async def send_through_agent(
     """The probe's SMTP transaction ends now; the mail reaches the mailbox `delay` seconds of
     emulated time later. Returns its Message-ID."""
     probe = probe or probe_config()
-    content, message_id = build_probe_message(probe, now=clock.now, token="t0k3n")
+    content, message_id = build_probe_message(probe, now=clock.now(), token="t0k3n")
     tracker.track(
         probe,
         TENANT,
         ProbeResult(
             probe=probe.name,
             target=probe.target,
-            started_at=clock.now - 0.8,
+            started_at=clock.now() - 0.8,
             duration=0.8,
             success=True,
             message_id=message_id,
         ),
     )
-    agent.accept(AcceptedMessage(SENDER, [MAILBOX], content, "203.0.113.7", clock.now))
+    agent.accept(AcceptedMessage(SENDER, [MAILBOX], content, "203.0.113.7", clock.now()))
     clock.advance(delay)  # the agent stamps receivedDateTime from the emulator's clock
     await agent.wait_idle()
     return message_id
@@ -73,9 +73,9 @@ async def test_latency_is_the_delivery_delay(
 ) -> None:
     probe = probe_config(timeout=600)
     tracker = make_tracker([probe])
-    start = clock.now
+    start = clock.now()
     await send_through_agent(agent(graph_state), clock, tracker, delay=delay, probe=probe)
-    while not outcomes(tracker)["delivered"] and clock.now - start < 600:
+    while not outcomes(tracker)["delivered"] and clock.now() - start < 600:
         clock.advance(1)
         assert await tracker.poll()
     assert outcomes(tracker) == {"delivered": 1, "junk": 0, "lost": 0, "late": 0}

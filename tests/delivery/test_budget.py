@@ -9,10 +9,10 @@ from m365_smtp_exporter.delivery import DeliveryTracker
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.trace import GraphTracePages, TracePuller
-from tests.delivery.conftest import (
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
     POLL,
     TENANT,
-    ClientFactory,
     TrackerFactory,
     deliver,
     metric,
@@ -20,8 +20,7 @@ from tests.delivery.conftest import (
     probe_config,
     sent,
 )
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import GraphService
+from tests.support.graph import ClientFactory, GraphService
 
 LIMIT = 8
 WINDOW = 300.0
@@ -55,9 +54,9 @@ def track_mails(
 ) -> None:
     probe = PROBE
     for _ in range(count):
-        result = sent(probe, clock.now)
+        result = sent(probe, clock.now())
         tracker.track(probe, TENANT, result)
-        deliver(state, result.message_id, clock.now + 2)
+        deliver(state, result.message_id, clock.now() + 2)
         clock.advance(0.1)
 
 
@@ -72,7 +71,7 @@ async def test_lookups_leave_a_reserve_for_trace_pulls(
     client = make_client(budget=budget)
     tracker = make_tracker([PROBE], clients={TENANT: client}, budget_reserve=0.25)  # keeps 2 slots
     puller = puller_for(client, clock)
-    window_start = clock.now
+    window_start = clock.now()
     track_mails(tracker, clock, graph_state, MAILS)
 
     assert (await puller.pull()).ok
@@ -87,7 +86,7 @@ async def test_lookups_leave_a_reserve_for_trace_pulls(
     seen = requests_seen(service)
     assert seen[EndpointKind.MAIL] == LIMIT - 2 - 1
     assert seen[EndpointKind.MAIL] + seen[EndpointKind.TRACE] == LIMIT
-    assert clock.now - window_start < WINDOW
+    assert clock.now() - window_start < WINDOW
     found = outcomes(tracker)["delivered"]
     assert found is not None
     assert 0 < found < MAILS

@@ -7,7 +7,9 @@ from collections import defaultdict
 
 from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.delivery import DeliveryTracker
-from tests.delivery.conftest import (
+from tests.ops.known_metrics import EXPORTED_METRICS
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
     POLL,
     TENANT,
     TrackerFactory,
@@ -16,11 +18,9 @@ from tests.delivery.conftest import (
     metric,
     outcomes,
     probe_config,
+    row,
     sent,
 )
-from tests.delivery.test_trace_status import row
-from tests.emulator.conftest import ManualClock
-from tests.ops.known_metrics import EXPORTED_METRICS
 from tests.support.prom import promtool_check_metrics, samples
 
 CONTRACT = {m.name: m for m in EXPORTED_METRICS if m.name.startswith("m365_delivery_")}
@@ -39,13 +39,13 @@ async def busy_tracker(
     """A tracker with a value in every family: a delivered mail, a trace row, a pending mail."""
     probe = probe_config()
     tracker = make_tracker([probe, probe_config("relay")])
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 4)
+    deliver(graph_state, result.message_id, clock.now() + 4)
     clock.advance(POLL)
     assert await tracker.poll()
     tracker.on_trace_rows(TENANT, [row(result.message_id, "delivered")])
-    tracker.track(probe, TENANT, sent(probe, clock.now))
+    tracker.track(probe, TENANT, sent(probe, clock.now()))
     return tracker
 
 
@@ -96,8 +96,8 @@ async def test_configure_drops_removed_probes_and_their_checks(
     changes: list[int] = []
     keep, drop = probe_config("keep"), probe_config("drop")
     tracker = make_tracker([keep, drop], on_change=lambda: changes.append(1))
-    tracker.track(keep, TENANT, sent(keep, clock.now))
-    tracker.track(drop, TENANT, sent(drop, clock.now))
+    tracker.track(keep, TENANT, sent(keep, clock.now()))
+    tracker.track(drop, TENANT, sent(drop, clock.now()))
     assert {check.probe for check in tracker.checks} == {"keep", "drop"}
     before = len(changes)
     tracker.configure([keep, probe_config("drop", delivery=False), probe_config("new")])
@@ -115,13 +115,13 @@ async def test_changes_are_announced(
     probe = probe_config()
     tracker = make_tracker([probe], on_change=lambda: changes.append(1))
     start = len(changes)
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
     assert len(changes) == start + 1
     clock.advance(1)
     await tracker.poll()  # nothing due: nothing to announce
     assert len(changes) == start + 1
-    deliver(graph_state, result.message_id, clock.now)
+    deliver(graph_state, result.message_id, clock.now())
     clock.advance(POLL)
     await tracker.poll()
     assert len(changes) == start + 2
@@ -134,9 +134,9 @@ async def test_clock_skew_is_counted_and_latency_clamped(
     probe = probe_config()
     tracker = make_tracker([probe])
     for offset in (-30.0, -0.5):  # the mailbox clock runs behind; -0.5 s is rounding only
-        result = sent(probe, clock.now)
+        result = sent(probe, clock.now())
         tracker.track(probe, TENANT, result)
-        deliver(graph_state, result.message_id, clock.now + offset)
+        deliver(graph_state, result.message_id, clock.now() + offset)
         clock.advance(POLL)
         assert await tracker.poll()
     assert metric(tracker, "m365_delivery_clock_skew_total") == 1

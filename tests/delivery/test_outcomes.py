@@ -11,12 +11,12 @@ from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.delivery import Stage
 from m365_smtp_exporter.delivery.checks import Check
 from m365_smtp_exporter.graph.client import GraphClient
-from tests.delivery.conftest import (
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
     MAILBOX,
     POLL,
     TENANT,
     TIMEOUT,
-    ClientFactory,
     TrackerFactory,
     deliver,
     metric,
@@ -24,9 +24,7 @@ from tests.delivery.conftest import (
     probe_config,
     sent,
 )
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import GraphService
-from tests.graph.conftest import HookTransport
+from tests.support.graph import ClientFactory, GraphService, HookTransport
 
 
 def folder_of(state: EmulatorState, message_id: str) -> list[str]:
@@ -37,8 +35,8 @@ def folder_of(state: EmulatorState, message_id: str) -> list[str]:
 
 async def poll_until(tracker_poll: object, clock: ManualClock, until: float, step: float) -> None:
     assert callable(tracker_poll)
-    while clock.now < until:
-        clock.advance(min(step, until - clock.now))
+    while clock.now() < until:
+        clock.advance(min(step, until - clock.now()))
         await tracker_poll()
 
 
@@ -47,7 +45,7 @@ async def test_delivered_latency_is_received_minus_sent(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    t0 = clock.now
+    t0 = clock.now()
     result = sent(probe, t0)
     tracker.track(probe, TENANT, result)
     assert metric(tracker, "m365_delivery_pending", probe="submission") == 1
@@ -56,13 +54,13 @@ async def test_delivered_latency_is_received_minus_sent(
     lookups_at: list[float] = []
     while not outcomes(tracker)["delivered"]:
         clock.advance(0.5)
-        if clock.now == arrival:  # the mail lands while the tracker keeps polling
+        if clock.now() == arrival:  # the mail lands while the tracker keeps polling
             deliver(graph_state, result.message_id, arrival)
         before = tracker.checks[0].lookups
         assert await tracker.poll()
         if tracker.checks[0].lookups > before:
-            lookups_at.append(clock.now - t0)
-        assert clock.now - t0 < TIMEOUT
+            lookups_at.append(clock.now() - t0)
+        assert clock.now() - t0 < TIMEOUT
     # first look-up after one poll interval, then x1.5; found at the first look-up after arrival
     assert lookups_at == [10.0, 25.0, 47.5]
     assert outcomes(tracker) == {"delivered": 1, "junk": 0, "lost": 0, "late": 0}
@@ -118,9 +116,9 @@ async def test_folder_decides_between_delivered_and_junk(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 3, folder=folder)
+    deliver(graph_state, result.message_id, clock.now() + 3, folder=folder)
     clock.advance(POLL)
     assert await tracker.poll()
     expected = dict.fromkeys(("delivered", "junk", "lost", "late"), 0.0) | {outcome: 1.0}
@@ -134,7 +132,7 @@ async def test_missing_mail_is_lost_then_late(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    t0 = clock.now
+    t0 = clock.now()
     result = sent(probe, t0)
     tracker.track(probe, TENANT, result)
     await poll_until(tracker.poll, clock, t0 + TIMEOUT - 1, 1.0)
@@ -160,13 +158,13 @@ async def test_lost_mail_is_not_looked_for_after_the_grace_period(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe], late_grace=0.5)
-    t0 = clock.now
+    t0 = clock.now()
     result = sent(probe, t0)
     tracker.track(probe, TENANT, result)
     await poll_until(tracker.poll, clock, t0 + TIMEOUT * 1.5, 2.0)
     assert tracker.checks[0].stage is Stage.DONE
-    deliver(graph_state, result.message_id, clock.now)
-    await poll_until(tracker.poll, clock, clock.now + TIMEOUT, 5.0)
+    deliver(graph_state, result.message_id, clock.now())
+    await poll_until(tracker.poll, clock, clock.now() + TIMEOUT, 5.0)
     assert outcomes(tracker) == {"delivered": 0, "junk": 0, "lost": 1, "late": 0}
 
 
@@ -175,18 +173,18 @@ async def test_failed_send_records_nothing_and_keeps_the_gauge(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    good = sent(probe, clock.now)
+    good = sent(probe, clock.now())
     tracker.track(probe, TENANT, good)
-    deliver(graph_state, good.message_id, clock.now + 1)
+    deliver(graph_state, good.message_id, clock.now() + 1)
     clock.advance(POLL)
     await tracker.poll()
     assert metric(tracker, "m365_delivery_success", probe="submission") == 1
 
     for _ in range(3):
         clock.advance(30)
-        tracker.track(probe, TENANT, sent(probe, clock.now, success=False))
+        tracker.track(probe, TENANT, sent(probe, clock.now(), success=False))
         await tracker.poll()
-    await poll_until(tracker.poll, clock, clock.now + 3 * TIMEOUT, 10.0)
+    await poll_until(tracker.poll, clock, clock.now() + 3 * TIMEOUT, 10.0)
     assert len(tracker.checks) == 1
     assert outcomes(tracker) == {"delivered": 1, "junk": 0, "lost": 0, "late": 0}
     assert metric(tracker, "m365_delivery_success", probe="submission") == 1
@@ -198,7 +196,7 @@ async def test_probe_without_delivery_is_not_tracked(
 ) -> None:
     plain = probe_config("plain", delivery=False)
     tracker = make_tracker([probe_config(), plain])
-    tracker.track(plain, TENANT, sent(plain, clock.now))
+    tracker.track(plain, TENANT, sent(plain, clock.now()))
     assert tracker.checks == []
     assert metric(tracker, "m365_delivery_pending", probe="plain") is None
 
@@ -209,13 +207,13 @@ async def test_newest_mail_decides_the_gauges(
     """An older mail counted lost after a newer one arrived does not flip success to 0."""
     probe = probe_config()
     tracker = make_tracker([probe])
-    t0 = clock.now
+    t0 = clock.now()
     older = sent(probe, t0)
     tracker.track(probe, TENANT, older)
     clock.advance(20)
-    newer = sent(probe, clock.now)
+    newer = sent(probe, clock.now())
     tracker.track(probe, TENANT, newer)
-    deliver(graph_state, newer.message_id, clock.now + 2)
+    deliver(graph_state, newer.message_id, clock.now() + 2)
     await poll_until(tracker.poll, clock, t0 + TIMEOUT + 1, 1.0)
     assert outcomes(tracker) == {"delivered": 1, "junk": 0, "lost": 1, "late": 0}
     assert metric(tracker, "m365_delivery_success", probe="submission") == 1
@@ -226,9 +224,9 @@ async def test_cleanup_off_leaves_the_mail(
 ) -> None:
     probe = probe_config(cleanup=False)
     tracker = make_tracker([probe])
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     assert await tracker.poll()
     assert outcomes(tracker)["delivered"] == 1
@@ -252,9 +250,9 @@ async def test_failed_delete_is_counted_and_retried(
     client: GraphClient = make_client(transport=HookTransport(fail_first_delete))
     probe = probe_config()
     tracker = make_tracker([probe], clients={TENANT: client})
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     assert not await tracker.poll()  # the delete failed: reported, not raised
     assert outcomes(tracker)["delivered"] == 1
@@ -284,9 +282,9 @@ async def test_delete_of_a_vanished_mail_is_not_a_failure(
     client = make_client(transport=HookTransport(purge_before_delete))
     probe = probe_config()
     tracker = make_tracker([probe], clients={TENANT: client})
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     assert await tracker.poll()
     assert service.traffic.count(EndpointKind.MAIL, 404) == 1
@@ -301,9 +299,9 @@ async def test_lookup_errors_are_counted_and_the_check_survives(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     service.faults.inject(GraphFault.THROTTLED, endpoint=EndpointKind.MAIL)
     service.faults.inject(GraphFault.MALFORMED_JSON, endpoint=EndpointKind.MAIL)
     clock.advance(POLL)
@@ -323,9 +321,9 @@ async def test_graph_outage_past_the_grace_period_abandons_without_outcome(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe])
-    tracker.track(probe, TENANT, sent(probe, clock.now))
+    tracker.track(probe, TENANT, sent(probe, clock.now()))
     service.faults.inject(GraphFault.UNAVAILABLE, count=1000, endpoint=EndpointKind.MAIL)
-    await poll_until(tracker.poll, clock, clock.now + 2 * TIMEOUT + 1, 5.0)
+    await poll_until(tracker.poll, clock, clock.now() + 2 * TIMEOUT + 1, 5.0)
     assert outcomes(tracker) == {"delivered": 0, "junk": 0, "lost": 0, "late": 0}
     assert metric(tracker, "m365_delivery_abandoned_total", probe="submission") == 1
     assert metric(tracker, "m365_delivery_pending", probe="submission") == 0
@@ -336,7 +334,7 @@ async def test_unknown_tenant_waits_without_raising(
 ) -> None:
     probe = probe_config()
     tracker = make_tracker([probe], clients=lambda tenant: None)
-    tracker.track(probe, TENANT, sent(probe, clock.now))
+    tracker.track(probe, TENANT, sent(probe, clock.now()))
     clock.advance(POLL)
     assert not await tracker.poll()
     assert metric(tracker, "m365_delivery_pending", probe="submission") == 1

@@ -14,7 +14,8 @@ from m365_smtp_exporter.delivery.state_file import (
     StateFile,
     StateFileError,
 )
-from tests.delivery.conftest import (
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
     POLL,
     TENANT,
     TIMEOUT,
@@ -25,7 +26,6 @@ from tests.delivery.conftest import (
     probe_config,
     sent,
 )
-from tests.emulator.conftest import ManualClock
 
 
 def names_in(directory: Path) -> list[str]:
@@ -38,19 +38,19 @@ async def test_restart_in_the_middle_loses_nothing_and_counts_nothing_twice(
     path = tmp_path / "delivery-state.json"
     probe = probe_config(cleanup=False)  # finished mails stay findable in the mailbox
     first = make_tracker([probe], state_file=path)
-    t0 = clock.now
+    t0 = clock.now()
     lost = sent(probe, t0)
     first.track(probe, TENANT, lost)
     clock.advance(5)
-    on_time = sent(probe, clock.now)
+    on_time = sent(probe, clock.now())
     first.track(probe, TENANT, on_time)
-    deliver(graph_state, on_time.message_id, clock.now + 2)
+    deliver(graph_state, on_time.message_id, clock.now() + 2)
     for _ in range(35):
         clock.advance(1)
         await first.poll()
-    pending = sent(probe, clock.now)  # t0 + 40
+    pending = sent(probe, clock.now())  # t0 + 40
     first.track(probe, TENANT, pending)
-    while clock.now < t0 + TIMEOUT + 1:
+    while clock.now() < t0 + TIMEOUT + 1:
         clock.advance(1)
         await first.poll()
     before = outcomes(first)
@@ -74,7 +74,7 @@ async def test_restart_in_the_middle_loses_nothing_and_counts_nothing_twice(
 
     deliver(graph_state, pending.message_id, t0 + 70)
     deliver(graph_state, lost.message_id, t0 + 75)
-    while clock.now < t0 + 100:
+    while clock.now() < t0 + 100:
         clock.advance(1)
         assert await second.poll()
     after = outcomes(second)
@@ -91,7 +91,7 @@ async def test_state_is_written_after_each_change(
     path = tmp_path / "state.json"
     probe = probe_config()
     tracker = make_tracker([probe], state_file=path)
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
     await tracker.flush()
     saved = StateFile(path).load()
@@ -135,9 +135,9 @@ async def test_corrupt_state_file_is_counted_and_replaced(
     tracker = make_tracker([probe], state_file=path)
     assert metric(tracker, "m365_delivery_state_errors_total", operation="load") == 1
     assert StateFile(path).load() is not None  # a good file replaced the bad one
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     assert await tracker.poll()
     assert outcomes(tracker)["delivered"] == 1
@@ -154,9 +154,9 @@ async def test_unusable_state_path_is_never_fatal(
     saves = metric(tracker, "m365_delivery_state_errors_total", operation="save")
     assert saves is not None
     assert saves >= 1
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     assert await tracker.poll()
     assert outcomes(tracker)["delivered"] == 1
@@ -178,9 +178,9 @@ async def test_finished_checks_are_forgotten_after_the_memory(
     path = tmp_path / "state.json"
     probe = probe_config()
     tracker = make_tracker([probe], state_file=path, memory=600)
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
-    deliver(graph_state, result.message_id, clock.now + 1)
+    deliver(graph_state, result.message_id, clock.now() + 1)
     clock.advance(POLL)
     await tracker.poll()
     assert [c.stage for c in tracker.checks] == [Stage.DONE]

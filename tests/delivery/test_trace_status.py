@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 from m365_smtp_exporter.delivery import DeliveryTracker, message_key
-from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.smtp.result import ProbeResult
-from tests.delivery.conftest import MAILBOX, TENANT, TrackerFactory, exposition, probe_config, sent
-from tests.emulator.conftest import ManualClock
+from tests.support.clock import ManualClock
+from tests.support.delivery import (
+    TENANT,
+    TrackerFactory,
+    exposition,
+    probe_config,
+    row,
+    sent,
+)
 from tests.support.prom import samples
-
-
-def row(message_id: str, status: str, *, recipient: str = MAILBOX) -> TraceRecord:
-    return TraceRecord(
-        id=str(uuid.uuid4()),
-        sender="sender@contoso.com",
-        recipient=recipient,
-        message_id=message_id,
-        received_at=1_769_000_000.0,
-        status=status,
-        direction="internal",
-    )
 
 
 def statuses(tracker: DeliveryTracker) -> dict[str, dict[str, float]]:
@@ -37,7 +30,7 @@ def statuses(tracker: DeliveryTracker) -> dict[str, dict[str, float]]:
 
 def tracked(tracker: DeliveryTracker, clock: ManualClock, name: str = "submission") -> ProbeResult:
     probe = probe_config(name)
-    result = sent(probe, clock.now)
+    result = sent(probe, clock.now())
     tracker.track(probe, TENANT, result)
     clock.advance(60)
     return result

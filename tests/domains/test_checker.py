@@ -18,8 +18,8 @@ from m365_emulator.dns.zones import (
 )
 from m365_smtp_exporter.domains import Check, DomainChecker
 from m365_smtp_exporter.domains.lookup import make_resolver
-from tests.domains.conftest import Samples, checks_config, closed_port, domain_samples, sample
-from tests.emulator.conftest import ManualClock
+from tests.support.clock import ManualClock
+from tests.support.dns_checks import Samples, checks_config, closed_port, domain_samples, sample
 
 CHECKS = [check.value for check in Check]
 

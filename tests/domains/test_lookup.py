@@ -14,7 +14,7 @@ from m365_smtp_exporter.domains.lookup import (
     FailureReason,
     make_resolver,
 )
-from tests.domains.conftest import checks_config, closed_port
+from tests.support.dns_checks import checks_config, closed_port
 
 
 async def rcode_of(server: DnsServer, name: str, rdtype: str) -> int:

@@ -1,13 +1,10 @@
-"""Fixtures for the emulator tests: a manual clock, the demo world, a running SMTP emulator."""
+"""Fixtures for the emulator tests: the demo world and a running SMTP emulator."""
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiosmtplib
 import pytest
 from aiohttp import web
 
@@ -15,28 +12,9 @@ from m365_emulator.control import control_routes
 from m365_emulator.smtp.delivery import DeliveryBehaviour
 from m365_emulator.smtp.server import SmtpEmulator, SmtpSettings
 from m365_emulator.state import EmulatorState
-from m365_emulator.world import DEMO_PASSWORD, default_world, populate
-
-START = 1_769_000_000.0  # 2026-01-21, a fixed emulated "now"
-PASSWORD = DEMO_PASSWORD
-
-
-class ManualClock:
-    """Emulated wall time that moves only when a test moves it."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+from m365_emulator.world import default_world, populate
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import EmulatorFactory
 
 
 @pytest.fixture
@@ -44,9 +22,6 @@ def state(clock: ManualClock) -> EmulatorState:
     state = EmulatorState(clock)
     populate(state, default_world())
     return state
-
-
-EmulatorFactory = Callable[..., Coroutine[Any, Any, SmtpEmulator]]
 
 
 @pytest.fixture
@@ -74,46 +49,6 @@ async def make_emulator(state: EmulatorState, tmp_path: Path) -> AsyncIterator[E
 @pytest.fixture
 async def emulator(make_emulator: EmulatorFactory) -> SmtpEmulator:
     return await make_emulator()
-
-
-def client_context(emulator: SmtpEmulator) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(emulator.ca_file))
-
-
-def smtp_client(
-    emulator: SmtpEmulator, *, start_tls: bool = True, timeout: float = 10.0
-) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname="127.0.0.1",
-        port=emulator.port,
-        start_tls=start_tls,
-        tls_context=client_context(emulator),
-        local_hostname="probe-host",
-        timeout=timeout,
-    )
-
-
-async def connected(emulator: SmtpEmulator) -> aiosmtplib.SMTP:
-    """A client past STARTTLS and the EHLO that must follow it."""
-    client = smtp_client(emulator)
-    await client.connect()
-    await client.ehlo()
-    return client
-
-
-async def logged_in(
-    emulator: SmtpEmulator, user: str = "probe@contoso.com", password: str = PASSWORD
-) -> aiosmtplib.SMTP:
-    client = await connected(emulator)
-    await client.login(user, password)
-    return client
-
-
-def message(sender: str, recipients: list[str], subject: str = "probe") -> bytes:
-    return (
-        f"From: {sender}\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{subject.replace(' ', '-')}@probe-host>\r\n\r\nbody of {subject}\r\n"
-    ).encode()
 
 
 @pytest.fixture

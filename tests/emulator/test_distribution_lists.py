@@ -15,7 +15,8 @@ from m365_emulator.world import (
     default_world,
     load_world,
 )
-from tests.emulator.conftest import ManualClock, logged_in, message
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import logged_in, message
 
 SENDER = "probe@contoso.com"
 TEAM = "team@contoso.com"

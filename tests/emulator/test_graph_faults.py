@@ -18,15 +18,8 @@ from m365_emulator.graph.faults import (
     InjectedFault,
 )
 from m365_emulator.graph.http_common import GRAPH_SCOPE
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import (
-    CONTOSO,
-    PROBE,
-    GraphService,
-    fetch_token,
-    graph_service,
-    new_state,
-)
+from tests.support.clock import ManualClock
+from tests.support.graph import CONTOSO, PROBE, GraphService, graph_service, new_state
 
 TRACES = "/v1.0/admin/exchange/tracing/messageTraces"
 MESSAGES = f"/v1.0/users/{quote(PROBE)}/messages"
@@ -52,17 +45,6 @@ async def service(clock: ManualClock, sleep: RecordingSleep) -> AsyncIterator[Gr
     settings = GraphSettings(trace_requests_per_window=3)
     async with graph_service(new_state(clock), settings=settings, sleep=sleep) as running:
         yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def token(session: aiohttp.ClientSession, service: GraphService) -> str:
-    return await fetch_token(session, service.base_url)
 
 
 async def get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -12,23 +11,15 @@ from yarl import URL
 
 from m365_emulator.graph.mail import MESSAGE_PROPERTIES
 from m365_emulator.state import FOLDER_IDS, EmulatorState, Mailbox, StoredMessage
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import (
+from tests.support.clock import ManualClock
+from tests.support.graph import (
     FABRIKAM_USER,
     PROBE,
     GraphService,
-    fetch_token,
-    graph_service,
-    new_state,
-    stored_message,
 )
+from tests.support.trace import stored_message
 
 USER = f"/v1.0/users/{quote(PROBE)}"
-
-
-@pytest.fixture
-def graph_state(clock: ManualClock) -> EmulatorState:
-    return new_state(clock)
 
 
 @pytest.fixture
@@ -36,23 +27,6 @@ def mailbox(graph_state: EmulatorState) -> Mailbox:
     mailbox = graph_state.mailbox(PROBE)
     assert mailbox is not None
     return mailbox
-
-
-@pytest.fixture
-async def service(graph_state: EmulatorState) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def token(session: aiohttp.ClientSession, service: GraphService) -> str:
-    return await fetch_token(session, service.base_url)
 
 
 async def request(

@@ -32,8 +32,8 @@ from m365_emulator.graph.trace import (
     compile_trace_filter,
     resolve_window,
 )
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import trace_row
+from tests.support.clock import ManualClock
+from tests.support.trace import trace_row
 
 T0 = datetime(2026, 1, 20, tzinfo=UTC)
 T1 = datetime(2026, 1, 23, tzinfo=UTC)

@@ -17,17 +17,9 @@ import trustme
 from m365_emulator.graph.faults import EndpointKind, GraphFault
 from m365_emulator.graph.http_common import GRAPH_SCOPE
 from m365_emulator.state import FOLDER_IDS, EmulatorState
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import (
-    CONTOSO,
-    PROBE,
-    GraphService,
-    fetch_token,
-    graph_service,
-    new_state,
-    stored_message,
-    trace_row,
-)
+from tests.support.clock import ManualClock
+from tests.support.graph import CONTOSO, PROBE, GraphService, fetch_token, graph_service
+from tests.support.trace import stored_message, trace_row
 
 # msgraph's generated request builders (imported lazily, as the client walks a path) and
 # kiota_abstractions warn about their own deprecated classes at import time.
@@ -76,17 +68,6 @@ class StaticTokens(AccessTokenProvider):
 
     def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
         return self._hosts
-
-
-@pytest.fixture
-def graph_state(clock: ManualClock) -> EmulatorState:
-    return new_state(clock)
-
-
-@pytest.fixture
-async def service(graph_state: EmulatorState) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state) as running:
-        yield running
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,45 +19,10 @@ from azure.identity.aio import CertificateCredential, ClientSecretCredential
 from m365_emulator.graph.http_common import GRAPH_SCOPE
 from m365_emulator.graph.token import CLIENT_ASSERTION_TYPE, SMTP_SCOPE
 from m365_emulator.state import EmulatorState
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import CONTOSO, FABRIKAM, GraphService, graph_service, new_state
+from tests.support.clock import ManualClock
+from tests.support.graph import CONTOSO, FABRIKAM, GraphService
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-@pytest.fixture
-def graph_state(clock: ManualClock) -> EmulatorState:
-    return new_state(clock)
-
-
-@pytest.fixture
-async def service(graph_state: EmulatorState) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-@pytest.fixture
-async def tls_service(graph_state: EmulatorState, ca: trustme.CA) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state, tls=ca) as running:
-        yield running
 
 
 def _form(tenant_secret: str = CONTOSO.client_secret, **overrides: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,40 +10,12 @@ import pytest
 
 from m365_emulator.graph.token import SMTP_SCOPE
 from m365_emulator.state import EmulatorState, TraceRow
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import (
-    FABRIKAM,
-    GraphService,
-    fetch_token,
-    graph_service,
-    new_state,
-    trace_row,
-)
+from tests.support.clock import ManualClock
+from tests.support.graph import FABRIKAM, GraphService, fetch_token
+from tests.support.trace import trace_row
 
 TRACES = "/v1.0/admin/exchange/tracing/messageTraces"
 HOUR = 3600.0
-
-
-@pytest.fixture
-def graph_state(clock: ManualClock) -> EmulatorState:
-    return new_state(clock)
-
-
-@pytest.fixture
-async def service(graph_state: EmulatorState) -> AsyncIterator[GraphService]:
-    async with graph_service(graph_state) as running:
-        yield running
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def token(session: aiohttp.ClientSession, service: GraphService) -> str:
-    return await fetch_token(session, service.base_url)
 
 
 class Answer:

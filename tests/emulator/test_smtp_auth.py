@@ -15,7 +15,8 @@ import pytest
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.state import EmulatorState
 from m365_emulator.world import CONTOSO_CLIENT_ID, FABRIKAM_CLIENT_ID
-from tests.emulator.conftest import PASSWORD, ManualClock, connected, logged_in, smtp_client
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import PASSWORD, connected, logged_in, smtp_client
 
 OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 

@@ -14,7 +14,8 @@ from m365_emulator.smtp.delivery import (
 )
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.state import EmulatorState, StoredMessage
-from tests.emulator.conftest import START, EmulatorFactory, ManualClock, logged_in, message
+from tests.support.clock import START, ManualClock
+from tests.support.smtp_emulator import EmulatorFactory, logged_in, message
 
 INBOX = "probe-inbox@contoso.com"
 

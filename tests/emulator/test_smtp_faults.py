@@ -13,7 +13,7 @@ import aiosmtplib
 import pytest
 
 from m365_emulator.smtp.server import SmtpEmulator
-from tests.emulator.conftest import PASSWORD, logged_in, message, smtp_client
+from tests.support.smtp_emulator import PASSWORD, logged_in, message, smtp_client
 
 THROTTLED = "451 4.7.500 Access denied, please try again later"
 UNAVAILABLE = "421 4.3.2 Service not available, closing transmission channel"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from m365_emulator.smtp.ledger import DAY, RollingCounter, SendingLedger
 from m365_emulator.state import EmulatorState
-from tests.emulator.conftest import START, ManualClock
+from tests.support.clock import START, ManualClock
 
 
 def test_events_leave_the_window_within_one_bucket() -> None:

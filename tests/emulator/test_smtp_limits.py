@@ -7,7 +7,8 @@ import pytest
 
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.state import EmulatorState
-from tests.emulator.conftest import ManualClock, logged_in, message
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import logged_in, message
 
 QUOTA_TEXT = (
     "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to "

@@ -14,7 +14,8 @@ import pytest
 
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.state import EmulatorState
-from tests.emulator.conftest import PASSWORD, ManualClock, connected, logged_in, message
+from tests.support.clock import ManualClock
+from tests.support.smtp_emulator import PASSWORD, connected, logged_in, message
 
 INBOX = "probe-inbox@contoso.com"
 SENDER = "probe@contoso.com"

@@ -26,7 +26,9 @@ from m365_emulator.traffic.model import (
     profile_for_world,
 )
 from m365_emulator.world import default_world
-from tests.emulator.conftest import ManualClock, logged_in
+from tests.support.clock import ManualClock
+from tests.support.poll import eventually
+from tests.support.smtp_emulator import logged_in
 
 DAY = 86_400.0
 PROFILE = TrafficProfile()
@@ -38,15 +40,6 @@ def is_contoso(address: str) -> bool:
 
 def day_of_rows(state: EmulatorState, now: float) -> list[TraceRow]:
     return state.trace_rows("contoso", now - DAY, now)
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll until `condition` holds (the generator offers no event to wait on)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never met")
-        await asyncio.sleep(0.01)
 
 
 # the traffic model
@@ -201,7 +194,7 @@ async def test_live_mail_arrives_as_trace_rows(
 ) -> None:
     generator = make_generator(rate_per_minute=900.0)
     await generator.start()
-    await wait_until(lambda: generator.stats.messages["ordinary"] >= 8)
+    await eventually(lambda: generator.stats.messages["ordinary"] >= 8)
     await generator.stop()
     stats = generator.stats
     clock.advance(301)  # past the trace lag
@@ -229,7 +222,7 @@ async def test_campaign_runs_into_its_daily_quota_and_keeps_trying(
     backfill(state, emulator.ledger, PROFILE, now=clock(), rng=random.Random(8), volumes=prefill)
     generator = make_generator(campaign_rate_per_minute=6_000.0, campaign_retry_seconds=0.05)
     await generator.start()
-    await wait_until(lambda: generator.stats.replies["554 5.2.0"] >= 3)
+    await eventually(lambda: generator.stats.replies["554 5.2.0"] >= 3)
     assert generator.running
     await generator.stop()
     stats = generator.stats
@@ -245,7 +238,7 @@ async def test_busy_mailbox_holds_every_slot_until_stopped(
 ) -> None:
     generator = make_generator(busy=BusyHolds(every_seconds=0.05, hold_seconds=60.0))
     await generator.start()
-    await wait_until(lambda: generator.holding)
+    await eventually(lambda: generator.holding)
     probe = await logged_in(emulator, BUSY_MAILBOX)
     with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
         await probe.mail(BUSY_MAILBOX)
@@ -267,10 +260,10 @@ async def test_smtp_failures_are_counted_and_never_stop_the_generator(
     wrong = dict.fromkeys(PROFILE.senders, "not-the-password")
     generator = make_generator(rate_per_minute=900.0, passwords=wrong)
     await generator.start()
-    await wait_until(lambda: generator.stats.replies["535 5.7.3"] >= 3)
+    await eventually(lambda: generator.stats.replies["535 5.7.3"] >= 3)
     await emulator.set_outage("refuse")
     errors_before = generator.stats.errors.total()
-    await wait_until(lambda: generator.stats.errors.total() >= errors_before + 3)
+    await eventually(lambda: generator.stats.errors.total() >= errors_before + 3)
     assert generator.running
     await generator.stop()
     await generator.stop()  # a second stop is harmless
@@ -285,7 +278,7 @@ async def test_stop_cancels_a_send_stuck_on_a_silent_server(
     await emulator.set_outage("blackhole")  # accepts connections, never greets
     generator = make_generator(rate_per_minute=6_000.0, stop_grace_seconds=0.2, timeout=60.0)
     await generator.start()
-    await wait_until(lambda: emulator.faults.injected["blackhole"] >= 1)
+    await eventually(lambda: emulator.faults.injected["blackhole"] >= 1)
     await asyncio.wait_for(generator.stop(), 10.0)  # does not wait out the 60 s timeout
     assert not generator.running
     assert generator.stats.messages.total() == 0

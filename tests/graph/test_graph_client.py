@@ -16,9 +16,9 @@ from m365_smtp_exporter.graph.endpoints import EndpointKind
 from m365_smtp_exporter.graph.errors import BudgetExhaustedError, GraphAuthError
 from m365_smtp_exporter.graph.trace import GraphTracePages
 from m365_smtp_exporter.graph.windows import PullWindow
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import PROBE, GraphService, stored_message, trace_row
-from tests.graph.conftest import ClientFactory, EmulatorTokens, PullerFactory, Sink, add_rows
+from tests.support.clock import ManualClock
+from tests.support.graph import PROBE, ClientFactory, EmulatorTokens, GraphService
+from tests.support.trace import PullerFactory, Sink, add_rows, stored_message, trace_row
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,10 +12,10 @@ from m365_smtp_exporter.exposition import CachedExposition
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.store import ResultsStore
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import GraphService, trace_row
-from tests.graph.conftest import ClientFactory, PullerFactory, Sink, add_rows
+from tests.support.clock import ManualClock
+from tests.support.graph import ClientFactory, GraphService
 from tests.support.prom import promtool_check_metrics, samples
+from tests.support.trace import PullerFactory, Sink, add_rows, trace_row
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

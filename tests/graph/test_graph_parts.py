@@ -20,7 +20,7 @@ from m365_smtp_exporter.graph.windows import (
     graph_timestamp,
     plan_windows,
 )
-from tests.emulator.conftest import ManualClock
+from tests.support.clock import ManualClock
 
 NOW = 1_769_000_000.75  # 2026-01-21T12:53:20.75Z
 

@@ -14,15 +14,9 @@ from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.auth import StaticTokenProvider, TokenError
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.endpoints import EndpointKind
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import CONTOSO, GraphService, trace_row
-from tests.graph.conftest import (
-    ClientFactory,
-    HookTransport,
-    PullerFactory,
-    Sink,
-    add_rows,
-)
+from tests.support.clock import ManualClock
+from tests.support.graph import CONTOSO, ClientFactory, GraphService, HookTransport
+from tests.support.trace import PullerFactory, Sink, add_rows, trace_row
 
 
 def arm_on_request(service: GraphService, number: int, fault: GraphFault) -> HookTransport:

@@ -24,9 +24,10 @@ from m365_smtp_exporter.graph.trace import (
     PullResult,
     TracePuller,
 )
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import CONTOSO, graph_service, new_state, trace_row
-from tests.graph.conftest import DOMAINS, EmulatorTokens, HookTransport, Sink
+from tests.support.clock import ManualClock
+from tests.support.examples import examples
+from tests.support.graph import CONTOSO, EmulatorTokens, HookTransport, graph_service, new_state
+from tests.support.trace import DOMAINS, Sink, trace_row
 
 OVERLAP = 600
 # A row may show up at most this long after it was handled and still be caught: the
@@ -124,7 +125,7 @@ async def run(scenario: list[Step]) -> Outcome:
     return Outcome(rows, sink, puller, results)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(50), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=steps)
 def test_every_row_reaches_the_sink_exactly_once(scenario: list[Step]) -> None:
     outcome = asyncio.run(run(scenario))

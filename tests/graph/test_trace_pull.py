@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from m365_emulator.state import EmulatorState
 from m365_smtp_exporter.graph.records import TraceRecord
-from tests.emulator.conftest import ManualClock
-from tests.emulator.graph_fixtures import GraphService, trace_row
-from tests.graph.conftest import ClientFactory, PullerFactory, Sink, add_rows
+from tests.support.clock import ManualClock
+from tests.support.graph import ClientFactory, GraphService
+from tests.support.trace import PullerFactory, Sink, add_rows, trace_row
 
 DAY = 86_400.0
 

@@ -77,6 +77,7 @@ def test_promtool_check_rules_passes() -> None:
 
 
 @pytest.mark.prometheus
+@pytest.mark.slow
 def test_promtool_rule_unit_tests_pass() -> None:
     done = _promtool("test", "rules", *sorted(RULE_TEST_DIR.glob("*.yml")))
     assert done.returncode == 0, done.stdout + done.stderr

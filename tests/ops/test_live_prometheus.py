@@ -9,7 +9,6 @@ in RARE with the reason.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
@@ -31,6 +30,7 @@ from tests.ops.queries import (
     recording_rule_names,
     rule_files,
 )
+from tests.support.poll import eventually, poll
 from tests.support.prom import require_tool
 
 # Inputs that only exist under conditions the demo does not create in a short run.
@@ -40,8 +40,8 @@ RARE: dict[str, str] = {
 }
 # Known metrics the demo does not produce, and why.
 NOT_IN_DEMO: dict[str, str] = {}
-# How long the demo runs before the queries (scrapes every second, rules every second).
-WARM_UP_SECONDS = 45.0
+# How long the demo may run until every query finds data (scrapes and rules every second).
+WARM_UP_SECONDS = 90.0
 
 
 def free_port() -> int:
@@ -117,40 +117,53 @@ async def query(session: aiohttp.ClientSession, server: PrometheusServer, expr: 
 
 
 async def wait_until_ready(session: aiohttp.ClientSession, server: PrometheusServer) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while loop.time() < deadline:
+    async def ready() -> bool:
         assert server.process.poll() is None, "prometheus exited"
-        try:
-            async with session.get(f"{server.url}/-/ready") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.5)
-    raise AssertionError("prometheus never became ready")
+        async with session.get(f"{server.url}/-/ready") as response:
+            return response.status == 200
+
+    await eventually(
+        ready,
+        timeout=60,
+        interval=0.5,
+        ignoring=(aiohttp.ClientConnectionError,),
+        message="prometheus never became ready",
+    )
+
+
+async def queries_without_data(
+    session: aiohttp.ClientSession, prometheus: PrometheusServer
+) -> list[str]:
+    """Dashboard queries, recording rules and alert inputs that return nothing yet."""
+    empty: list[str] = []
+    for title, expr in all_dashboard_queries():
+        if not await query(session, prometheus, expr) and not rare_only(expr):
+            empty.append(f"{title}: {expr}")
+    for name in sorted(recording_rule_names()):
+        if not await query(session, prometheus, name):
+            empty.append(f"recording rule {name}")
+    for rule in alerting_rules():
+        await query(session, prometheus, rule["expr"])  # must run
+        for metric in sorted(selected_metrics(rule["expr"])):
+            if metric not in RARE and not await query(session, prometheus, metric):
+                empty.append(f"alert {rule['alert']}: input {metric}")
+    return empty
 
 
 @pytest.mark.slow
 async def test_every_query_runs_and_finds_data(demo: Demo, prometheus: PrometheusServer) -> None:
     async with aiohttp.ClientSession() as session:
         await wait_until_ready(session, prometheus)
-        await asyncio.sleep(WARM_UP_SECONDS)
+        empty: list[str] = []
+
+        async def every_query_has_data() -> bool:
+            empty[:] = await queries_without_data(session, prometheus)
+            return not empty
+
+        # as long as the demo needs to produce every input, and no longer
+        await poll(every_query_has_data, timeout=WARM_UP_SECONDS, interval=2.0)
         up = await query(session, prometheus, 'up{job="m365-smtp-exporter"}')
         assert up and up[0]["value"][1] == "1"
-
-        empty: list[str] = []
-        for title, expr in all_dashboard_queries():
-            if not await query(session, prometheus, expr) and not rare_only(expr):
-                empty.append(f"{title}: {expr}")
-        for name in sorted(recording_rule_names()):
-            if not await query(session, prometheus, name):
-                empty.append(f"recording rule {name}")
-        for rule in alerting_rules():
-            await query(session, prometheus, rule["expr"])  # must run
-            for metric in sorted(selected_metrics(rule["expr"])):
-                if metric not in RARE and not await query(session, prometheus, metric):
-                    empty.append(f"alert {rule['alert']}: input {metric}")
         assert not empty, "no data for:\n" + "\n".join(empty)
 
         # every m365_ metric the demo exports is one the operational files know of

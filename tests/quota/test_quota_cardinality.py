@@ -23,6 +23,7 @@ from m365_smtp_exporter.quota import (
     hash_sender,
     select_series,
 )
+from tests.support.examples import examples
 
 RPD, MPM = LimitName.RECIPIENTS_PER_DAY, LimitName.MESSAGES_PER_MINUTE
 LIMITS = QuotaLimits(internal_domains=frozenset({"contoso.com"}))
@@ -124,7 +125,7 @@ def test_the_salt_stays_out_of_the_repr() -> None:
 POOL = [f"s{i}@contoso.com" for i in range(12)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     usage=st.dictionaries(
         st.sampled_from(POOL),

@@ -32,6 +32,7 @@ from m365_smtp_exporter.quota import (
     QuotaSnapshot,
 )
 from m365_smtp_exporter.quota.rows import domain_of, normalize_message_id
+from tests.support.examples import examples
 
 T0 = 1_767_225_600.0
 OURS = frozenset({"contoso.com", "fabrikam.com"})
@@ -277,7 +278,9 @@ def run(
     return engine, model, clock.now
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS

@@ -16,6 +16,7 @@ from m365_smtp_exporter.quota.window import (
     bucket_of,
     bucket_to_expire_for,
 )
+from tests.support.examples import examples
 
 
 def test_buckets_are_aligned_minutes() -> None:
@@ -173,7 +174,7 @@ def test_adding_a_bucket_of_messages_equals_adding_each(
     assert at_once.counts() == one_by_one.counts()
 
 
-@settings(max_examples=400)  # expiry bugs need a few steps in the right order to show
+@settings(max_examples=examples(400))  # expiry bugs need a few steps in the right order to show
 @given(
     st.lists(
         st.tuples(

@@ -67,6 +67,7 @@ from tests.resilience.observers import (
     scrape_metrics,
 )
 from tests.resilience.timeline import judge_probes, judge_pulls
+from tests.support.poll import poll
 from tests.support.prom import samples
 
 SECONDS = float(os.environ.get("M365_RESILIENCE_SECONDS", "90"))
@@ -109,11 +110,7 @@ async def exported_trace_total(session: aiohttp.ClientSession, url: str) -> floa
 
 async def wait_for(condition: Callable[[], bool], deadline: float) -> bool:
     """Poll `condition()` every 100 ms until it holds or `deadline` (monotonic) passes."""
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
+    return bool(await poll(condition, timeout=deadline - time.monotonic(), interval=0.1))
 
 
 def budget_wait(exporter: Exporter) -> float:

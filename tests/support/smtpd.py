@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,16 @@ class SubmissionServer:
         path = directory / "smtp-ca.pem"
         self.ca.cert_pem.write_to_path(str(path))
         return path
+
+
+@asynccontextmanager
+async def submission_server(
+    password: str, username: str = "probe@example.test"
+) -> AsyncIterator[SubmissionServer]:
+    """A started server with its own CA, stopped on exit."""
+    server = SubmissionServer(trustme.CA(), username, password)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -1,15 +1,15 @@
-"""A running emulated Graph service and a small world of its own for the Graph tests."""
+"""The emulated Graph service on a real port, a small world of its own, and token helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import httpx
 import trustme
 from aiohttp import web
 
@@ -22,14 +22,8 @@ from m365_emulator.graph.api import (
 )
 from m365_emulator.graph.faults import GraphFaults, GraphTraffic, graph_control_routes
 from m365_emulator.graph.http_common import GRAPH_SCOPE
-from m365_emulator.state import (
-    Clock,
-    EmulatorState,
-    Mailbox,
-    StoredMessage,
-    Tenant,
-    TraceRow,
-)
+from m365_emulator.state import Clock, EmulatorState, Mailbox, Tenant
+from m365_smtp_exporter.graph.client import GraphClient
 
 CONTOSO = Tenant(
     name="contoso",
@@ -57,63 +51,6 @@ def new_state(clock: Clock) -> EmulatorState:
     state.add_mailbox(Mailbox(PROBE, CONTOSO.name))
     state.add_mailbox(Mailbox(FABRIKAM_USER, FABRIKAM.name))
     return state
-
-
-def trace_row(
-    received_at: float,
-    *,
-    tenant: str = CONTOSO.name,
-    sender: str = "sender@contoso.com",
-    recipient: str = "someone@example.net",
-    status: str = "delivered",
-    subject: str = "weekly report",
-    message_id: str | None = None,
-    visible_at: float | None = None,
-    row_id: str | None = None,
-) -> TraceRow:
-    external = not recipient.endswith("@contoso.com")
-    return TraceRow(
-        id=row_id or str(uuid.uuid4()),
-        tenant=tenant,
-        sender=sender,
-        recipient=recipient,
-        message_id=message_id or f"<{uuid.uuid4()}@contoso.com>",
-        received_at=received_at,
-        subject=subject,
-        size=4321,
-        from_ip="203.0.113.7",
-        to_ip="198.51.100.25" if external else "",
-        status=status,
-        visible_at=received_at if visible_at is None else visible_at,
-    )
-
-
-def stored_message(
-    received_at: float,
-    *,
-    folder: str = "inbox",
-    subject: str = "probe 1",
-    internet_message_id: str | None = None,
-    message_id: str | None = None,
-) -> StoredMessage:
-    internet_message_id = internet_message_id or f"<{uuid.uuid4()}@probe-host>"
-    return StoredMessage(
-        id=message_id or f"AAMkAD{uuid.uuid4().hex}=",
-        internet_message_id=internet_message_id,
-        subject=subject,
-        sender="Probe Sender <sender@contoso.com>",
-        received_at=received_at,
-        sent_at=received_at - 2,
-        folder=folder,
-        headers=[
-            ("From", "Probe Sender <sender@contoso.com>"),
-            ("To", "Probe <probe@contoso.com>, second@contoso.com"),
-            ("Subject", subject),
-            ("Message-ID", internet_message_id),
-            ("Authentication-Results", "spf=pass smtp.mailfrom=contoso.com; dkim=pass"),
-        ],
-        body=f"body of {subject}",
-    )
 
 
 @dataclass
@@ -180,3 +117,39 @@ async def fetch_token(
     response.raise_for_status()
     document = await response.json()
     return str(document["access_token"])
+
+
+class EmulatorTokens:
+    """A TokenProvider minting a fresh emulator token per call (no real token endpoint)."""
+
+    def __init__(self, state: EmulatorState, lifetime: float = 3599) -> None:
+        self._state = state
+        self._lifetime = lifetime
+        self.issued: list[str] = []
+
+    async def get_token(self, scope: str) -> str:
+        token = self._state.issue_token(CONTOSO.name, CONTOSO.client_id, scope, self._lifetime)
+        self.issued.append(token)
+        return token
+
+    async def close(self) -> None:
+        return None
+
+
+class HookTransport(httpx.AsyncBaseTransport):
+    """A real HTTP transport that calls `before` with each request first (to arm faults at
+    an exact request)."""
+
+    def __init__(self, before: Callable[[httpx.Request], None]) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._before = before
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._before(request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+ClientFactory = Callable[..., GraphClient]
