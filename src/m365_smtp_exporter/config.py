@@ -282,8 +282,7 @@ class ProbeConfig(StrictModel):
         if self.kind == "basic_auth_check":
             if mechanism not in ("login", "plain"):
                 raise ValueError(
-                    "auth.mechanism: basic_auth_check tests a Basic credential: use login "
-                    "or plain"
+                    "auth.mechanism: basic_auth_check tests a Basic credential: use login or plain"
                 )
             if self.mode != "session":
                 raise ValueError("mode: basic_auth_check never sends mail: use session")
