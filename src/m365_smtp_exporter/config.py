@@ -121,6 +121,16 @@ class QuotaConfig(StrictModel):
     hash_salt: SecretStr | None = None
 
 
+class ServiceHealthConfig(StrictModel):
+    """Microsoft's own view of Exchange Online (needs ServiceHealth.Read.All)."""
+
+    enabled: bool = False
+    interval: Duration = 300.0
+    timeout: Duration = 60.0
+    # at most this many active issues are exported per tenant (incidents first, newest first)
+    max_issues: int = Field(default=10, ge=1, le=100)
+
+
 class TenantConfig(StrictModel):
     """An Entra ID app registration that can get tokens for SMTP (XOAUTH2) and Graph."""
 
@@ -139,6 +149,7 @@ class TenantConfig(StrictModel):
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
+    service_health: ServiceHealthConfig = ServiceHealthConfig()
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
