@@ -114,9 +114,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ),
     ExportedMetric("m365_service_health_active_issues_dropped", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_service_health_pull_success", Kind.GAUGE, ("tenant",)),
-    ExportedMetric(
-        "m365_service_health_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",)
-    ),
+    ExportedMetric("m365_service_health_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",)),
     ExportedMetric(
         "m365_service_health_requests_total", Kind.COUNTER, ("tenant", "endpoint", "outcome")
     ),

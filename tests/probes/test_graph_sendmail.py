@@ -44,7 +44,7 @@ async def test_sendmail_202_and_the_mail_arrives_with_the_probe_identity(
     result = await run_probe(probe(emulator, "graph_sendmail"), graph_client=graph)
     assert result.success, result.detail
     assert result.recipients_accepted == 1 and result.duration > 0
-    assert result.target == f"127.0.0.1:{emulator.http_port}"
+    assert result.target == "graph.microsoft.com:443"
     assert await _delivered(emulator, result.message_id)
     inbox = emulator.state.mailbox(INBOX)
     assert inbox is not None

@@ -69,13 +69,9 @@ async def probe_graph_sendmail(config: ProbeConfig, context: ProbeContext) -> Pr
     token = secrets.token_hex(16)
     _, message_id = build_probe_message(config, now=started_at, token=token)
     client = context.graph_client
-    target = config.target
-    if client is not None:
-        host = httpx.URL(client.base_url).host
-        target = f"{host}:{httpx.URL(client.base_url).port or 443}"
     result = ProbeResult(
         probe=config.name,
-        target=target,
+        target=config.target,  # the configured label; the client's base URL is the tenant's
         started_at=started_at,
         message_id=message_id,
         probe_token=token,
