@@ -139,3 +139,15 @@ async def test_graph_unreachable_is_a_connect_error(emulator: Emulator, closed_p
     async with client:
         result = await run_probe(probe(emulator, "graph_sendmail"), graph_client=client)
     assert (result.success, result.reason) == (False, Reason.CONNECT_ERROR), result.detail
+
+
+async def test_the_mailbox_request_limit_answers_429_with_retry_after(
+    emulator: Emulator, graph: GraphClient
+) -> None:
+    # a small limit stands in for 10,000 requests per 10 minutes
+    emulator.sendmail.rules.requests_per_window = 2
+    config = probe(emulator, "graph_sendmail")
+    first, second, third = [await run_probe(config, graph_client=graph) for _ in range(3)]
+    assert first.success and second.success, (first.detail, second.detail)
+    assert_refused(third, Reason.THROTTLED, 429, "throttle")
+    assert "MailboxRequests" in third.detail

@@ -114,6 +114,7 @@ class SendMailEndpoint:
         key = mailbox.address.lower()
         if key in self.rules.rest_disabled:
             raise GraphError(404, "MailboxNotEnabledForRESTAPI", NOT_ENABLED)
+        self._limiter.limit = self.rules.requests_per_window  # adjustable while running
         wait = self._limiter.admit(key)
         if wait is not None:
             raise GraphError(429, "ApplicationThrottled", REQUESTS, {"Retry-After": str(wait)})
