@@ -103,6 +103,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_delivery_budget_deferrals_total", Kind.COUNTER, ("tenant",)),
     ExportedMetric("m365_delivery_state_errors_total", Kind.COUNTER, ("operation",)),
     # send paths: authentication posture (probes/posture.py)
+    ExportedMetric("m365_smtp_probe_info", Kind.GAUGE, (*_PROBE, "kind", "mode")),
     ExportedMetric("m365_smtp_probe_auth_info", Kind.GAUGE, (*_PROBE, "mechanism")),
     ExportedMetric("m365_smtp_basic_auth_accepted", Kind.GAUGE, ("tenant",)),
     # Microsoft service health (health/metrics.py)

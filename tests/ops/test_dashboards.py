@@ -243,7 +243,9 @@ def test_lint_catches_mistakes() -> None:
 
 
 # Rendered by m365_smtp_exporter.probes.posture, not by the store's collector.
-POSTURE_METRICS = frozenset({"m365_smtp_probe_auth_info", "m365_smtp_basic_auth_accepted"})
+POSTURE_METRICS = frozenset(
+    {"m365_smtp_probe_info", "m365_smtp_probe_auth_info", "m365_smtp_basic_auth_accepted"}
+)
 
 
 def test_collector_renders_exactly_its_known_metrics() -> None:

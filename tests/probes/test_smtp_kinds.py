@@ -167,6 +167,8 @@ async def test_auth_info_names_each_probes_mechanism(emulator: Emulator) -> None
     assert _metric(paths, "m365_smtp_probe_auth_info", probe="oauth", mechanism="xoauth2") == 1
     assert _metric(paths, "m365_smtp_probe_auth_info", probe="graph", mechanism="graph_app") == 1
     assert _metric(paths, "m365_smtp_probe_auth_info", probe="check") is None
+    assert _metric(paths, "m365_smtp_probe_info", probe="check", mode="session") == 1
+    assert _metric(paths, "m365_smtp_probe_info", probe="graph", kind="graph_sendmail") == 1
     paths.configure([oauth])
     assert _metric(paths, "m365_smtp_probe_auth_info", probe="basic") is None
 

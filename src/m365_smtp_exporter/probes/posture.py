@@ -1,5 +1,7 @@
 """Authentication posture of the configured probes, for the Basic-auth cut-over.
 
+`m365_smtp_probe_info{tenant,probe,target,kind,mode}` names each probe's kind and mode (alerts
+leave session probes out of "can send");
 `m365_smtp_probe_auth_info{tenant,probe,target,mechanism}` says how every sending probe
 authenticates (Basic `login`/`plain`, `xoauth2`, `graph_app` for Graph sendMail, `none` for
 direct send); `m365_smtp_basic_auth_accepted{tenant}` is the last verdict of the tenant's
@@ -51,6 +53,16 @@ class AuthPosture:
             self._verdicts.setdefault(config.tenant or "", {})[config.name] = verdict
 
     def collect(self) -> Iterable[Metric]:
+        kinds = GaugeMetricFamily(
+            "m365_smtp_probe_info",
+            "Each probe's kind and mode (session probes send no mail).",
+            labels=["tenant", "probe", "target", "kind", "mode"],
+        )
+        for probe in sorted(self._probes.values(), key=lambda p: p.name):
+            kinds.add_metric(
+                [probe.tenant or "", probe.name, probe.target, probe.kind, probe.mode], 1
+            )
+        yield kinds
         info = GaugeMetricFamily(
             "m365_smtp_probe_auth_info",
             "How each sending probe authenticates (login/plain are Basic auth).",
