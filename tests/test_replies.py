@@ -292,7 +292,7 @@ REFERENCE_ROWS = [
     pytest.param(
         550,
         "5.7.68 TenantInboundAttribution; Direct Send not allowed for this organization",
-        Expected("policy", False, None, "RejectDirectSend"),
+        Expected("policy", False, Reason.DIRECT_SEND_REJECTED, "RejectDirectSend"),
         id="550 5.7.68 direct send",
     ),
     pytest.param(

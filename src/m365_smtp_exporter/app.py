@@ -31,12 +31,14 @@ from m365_smtp_exporter.exposition import CachedExposition
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord
+from m365_smtp_exporter.health import ServiceHealth
 from m365_smtp_exporter.logs import Redactor
+from m365_smtp_exporter.probes import ProbePaths
 from m365_smtp_exporter.quota.metrics import quota_metrics
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
 from m365_smtp_exporter.sharding import ALL as ALL_SHARDS
 from m365_smtp_exporter.sharding import Shard
-from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
+from m365_smtp_exporter.smtp.probe import SMTP_SCOPE
 from m365_smtp_exporter.smtp.result import ProbeResult
 from m365_smtp_exporter.store import ResultsStore
 from m365_smtp_exporter.tenants import TenantServices
@@ -92,7 +94,7 @@ class Exporter:
         listen_address: str = ":9587",
         redactor: Redactor | None = None,
         token_provider_factory: TokenProviderFactory = AzureTokenProvider,
-        probe_runner: ProbeRunner = run_probe,
+        probe_runner: ProbeRunner | None = None,
         middlewares: list[Middleware] | None = None,
         shard: Shard = ALL_SHARDS,
         ssl_context: ssl.SSLContext | None = None,
@@ -123,7 +125,11 @@ class Exporter:
         self.delivery: DeliveryTracker | None = None
         self.collector.add_source(lambda: self.delivery.collect() if self.delivery else iter(()))
         self.collector.add_source(lambda: self.domains.collect() if self.domains else iter(()))
-        self._probe_runner = probe_runner
+        self.paths = ProbePaths(self._graph_client)  # probe kinds, auth posture metrics
+        self._probe_runner = probe_runner or self.paths.run_probe
+        self.collector.add_source(self.paths.collect)
+        self.health = ServiceHealth(self._graph_client)  # Microsoft's incidents
+        self.collector.add_source(self.health.collect)
         self._middlewares = middlewares
         self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
@@ -230,6 +236,8 @@ class Exporter:
         await self._sync_tenants(config)
         self._sync_domains(config)
         self._sync_delivery(config)
+        self.paths.configure(probes)
+        self.health.configure({n: t for n, t in config.tenants.items() if self.shard.owns(n)})
         self.store.record_reload(True)
         specs = [
             JobSpec(
@@ -246,6 +254,9 @@ class Exporter:
                 interval = services.config.trace.interval
                 specs.append(JobSpec(f"trace:{name}", services.pull_trace, interval, interval / 20))
             specs.append(JobSpec(f"quota:{name}", self._quota_job(services), QUOTA_REFRESH, 0.0))
+        specs += [
+            JobSpec(job_id, job, every, every / 20) for job_id, job, every in self.health.jobs()
+        ]
         if self.domains is not None:
             domains = self.domains
             specs.append(JobSpec("domains", domains.run, config.domains.interval, 0.0))
@@ -336,7 +347,7 @@ class Exporter:
         if probe.delivery is not None and self.delivery is not None:
             self.delivery.track(probe, probe_tenant_label(probe), result)
         services = self.tenants.get(probe.tenant or "")
-        if result.success and services is not None:
+        if result.success and result.recipients_accepted and services is not None:
             # the probe's own send counts against its sender at once; its trace rows replace it
             services.quota.record_probe_send(
                 probe.mail_from, result.message_id, probe.rcpt_to, result.started_at

@@ -121,6 +121,16 @@ class QuotaConfig(StrictModel):
     hash_salt: SecretStr | None = None
 
 
+class ServiceHealthConfig(StrictModel):
+    """Microsoft's own view of Exchange Online (needs ServiceHealth.Read.All)."""
+
+    enabled: bool = False
+    interval: Duration = 300.0
+    timeout: Duration = 60.0
+    # at most this many active issues are exported per tenant (incidents first, newest first)
+    max_issues: int = Field(default=10, ge=1, le=100)
+
+
 class TenantConfig(StrictModel):
     """An Entra ID app registration that can get tokens for SMTP (XOAUTH2) and Graph."""
 
@@ -139,6 +149,7 @@ class TenantConfig(StrictModel):
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
+    service_health: ServiceHealthConfig = ServiceHealthConfig()
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
@@ -198,10 +209,26 @@ class DeliveryConfig(StrictModel):
     cleanup: bool = True  # delete the probe mail once found
 
 
+ProbeKind = Literal["smtp", "hve", "direct_send", "graph_sendmail", "basic_auth_check"]
+PROBE_KINDS: tuple[str, ...] = ("smtp", "hve", "direct_send", "graph_sendmail", "basic_auth_check")
+HVE_HOST = "smtp.hve.mx.microsoft"
+GRAPH_HOST = "graph.microsoft.com"
+
+
+def direct_send_host(domain: str) -> str:
+    """The tenant's MX endpoint: contoso.com -> contoso-com.mail.protection.outlook.com."""
+    return f"{domain.lower().replace('.', '-')}.mail.protection.outlook.com"
+
+
 class ProbeConfig(StrictModel):
-    """One scheduled synthetic send."""
+    """One scheduled synthetic send (or, with `mode: session`, a connection without mail)."""
 
     name: Name
+    # How the probe reaches Microsoft 365 (m365_smtp_exporter.probes has one module per kind).
+    kind: ProbeKind = "smtp"
+    # send: a whole transaction; session: connect, TLS, AUTH, then RSET/QUIT (no quota spent)
+    mode: Literal["send", "session"] = "send"
+    save_to_sent_items: bool = False  # graph_sendmail only
     tenant: str | None = None
     host: str = Field(min_length=1)
     port: int = Field(default=587, ge=1, le=65535)
@@ -227,6 +254,52 @@ class ProbeConfig(StrictModel):
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        """Endpoints the probe kinds imply, unless the configuration names its own."""
+        if not isinstance(data, dict) or data.get("kind") not in PROBE_KINDS:
+            return data
+        kind, filled = data["kind"], dict(data)
+        if kind == "hve":
+            filled.setdefault("host", HVE_HOST)
+        elif kind == "direct_send":
+            rcpt = filled.get("rcpt_to")
+            first = rcpt[0] if isinstance(rcpt, list) and rcpt else None
+            if isinstance(first, str) and "@" in first:
+                filled.setdefault("host", direct_send_host(first.rsplit("@", 1)[1]))
+            filled.setdefault("port", 25)
+        elif kind == "graph_sendmail":
+            filled.setdefault("host", GRAPH_HOST)
+            filled.setdefault("port", 443)
+            filled.setdefault("tls", "implicit")
+        elif kind == "basic_auth_check":
+            filled.setdefault("mode", "session")
+        return filled
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> Self:
+        mechanism = self.auth.mechanism
+        if self.kind in ("hve", "basic_auth_check") and self.tls == "none":
+            raise ValueError(f"tls: {self.kind} requires TLS (starttls or implicit)")
+        if self.kind in ("direct_send", "graph_sendmail") and mechanism != "none":
+            raise ValueError(
+                f"auth.mechanism: {self.kind} does not use SMTP AUTH (direct_send sends "
+                "unauthenticated; graph_sendmail uses the tenant's app token): use none"
+            )
+        if self.kind == "graph_sendmail" and self.mode != "send":
+            raise ValueError("mode: graph_sendmail only sends (there is no session to open)")
+        if self.kind == "basic_auth_check":
+            if mechanism not in ("login", "plain"):
+                raise ValueError(
+                    "auth.mechanism: basic_auth_check tests a Basic credential: use login or plain"
+                )
+            if self.mode != "session":
+                raise ValueError("mode: basic_auth_check never sends mail: use session")
+        if self.mode == "session" and self.delivery is not None:
+            raise ValueError("delivery: a session probe sends no mail to track")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -283,6 +356,7 @@ class Config(StrictModel):
                     f"probes[{index}].delivery: delivery tracking reads the mailbox through "
                     "Microsoft Graph: the probe's tenant must have app credentials"
                 )
+            errors += _kind_reference_errors(index, probe, self.tenants)
             if probe.auth.mechanism == "xoauth2":
                 tenant = self.tenants.get(probe.tenant or "")
                 if tenant is None:
@@ -301,6 +375,31 @@ class Config(StrictModel):
 
     def probe(self, name: str) -> ProbeConfig | None:
         return next((probe for probe in self.probes if probe.name == name), None)
+
+
+def _kind_reference_errors(
+    index: int, probe: ProbeConfig, tenants: Mapping[str, TenantConfig]
+) -> list[str]:
+    """What a probe kind needs from its tenant: app credentials, internal recipients."""
+    where = f"probes[{index}]"
+    tenant = tenants.get(probe.tenant or "")
+    if probe.kind in ("graph_sendmail", "basic_auth_check") and tenant is None:
+        return [f"{where}.tenant: {probe.kind} needs the probe's tenant (a configured tenant)"]
+    if probe.kind == "graph_sendmail" and tenant is not None and not tenant.has_credentials:
+        return [
+            f"{where}.tenant: graph_sendmail sends through Microsoft Graph: tenant "
+            f"{probe.tenant!r} has no client_secret, client_secret_file or certificate_file"
+        ]
+    if probe.kind in ("hve", "direct_send") and tenant is not None and tenant.accepted_domains:
+        # both paths deliver to internal recipients only (Microsoft refuses the rest)
+        domains = {domain.lower() for domain in tenant.accepted_domains}
+        for position, recipient in enumerate(probe.rcpt_to):
+            if recipient.rsplit("@", 1)[1].lower() not in domains:
+                return [
+                    f"{where}.rcpt_to[{position}]: {probe.kind} reaches internal recipients "
+                    f"only; {recipient} is not in tenant {probe.tenant!r}'s accepted_domains"
+                ]
+    return []
 
 
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:

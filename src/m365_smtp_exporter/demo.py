@@ -82,6 +82,9 @@ def write_demo_config(emulator: Emulator, directory: Path) -> Path:
         graph_base_url=emulator.graph_base_url,
         ca_file=emulator.ca_file,
         smtp_port=emulator.smtp_port,
+        hve_port=emulator.hve_port,
+        mx_port=emulator.mx_port,
+        http_port=emulator.http_port,
         dns_port=emulator.dns_port,
         secrets=secrets,
         busy_mailbox=BUSY_MAILBOX,
@@ -134,6 +137,13 @@ class Demo:
 
     async def start(self) -> None:
         await self.emulator.start()
+        # Microsoft's side of an outage: an open Exchange Online incident the outage alerts
+        # and the NOC dashboard name (resolve it: POST /_emulator/health/issues/<id>/resolve).
+        self.emulator.health.open_issue(
+            title="Some users can't send email through SMTP AUTH client submission",
+            feature="E-Mail and calendar access",
+            impact_description="Users may see delays or failures sending email through SMTP.",
+        )
         if self._traffic_enabled:
             await self._start_traffic()
         self.config_path = write_demo_config(self.emulator, self.work_dir)
@@ -204,10 +214,14 @@ def _print_endpoints(
         print(f"exporter metrics:   {base}/metrics", file=out)
         print(f"exporter status:    {base}/", file=out)
     print(f"emulator SMTP:      {emulator.host}:{emulator.smtp_port} (STARTTLS)", file=out)
+    print(f"emulator HVE:       {emulator.host}:{emulator.hve_port} (STARTTLS)", file=out)
+    print(f"emulator MX:        {emulator.host}:{emulator.mx_port} (direct send)", file=out)
     print(f"emulator Graph:     {emulator.graph_base_url}", file=out)
     print(f"emulator token:     {emulator.http_url}/<tenant>/oauth2/v2.0/token", file=out)
     print(f"emulator control:   {emulator.http_url}/_emulator/smtp/faults", file=out)
     print(f"                    {emulator.http_url}/_emulator/graph/faults", file=out)
+    print(f"                    {emulator.http_url}/_emulator/paths", file=out)
+    print(f"                    {emulator.http_url}/_emulator/health/issues", file=out)
     print(f"emulator DNS:       127.0.0.1:{emulator.dns_port} (UDP and TCP)", file=out)
     print(f"emulator CA:        {emulator.ca_file}", file=out)
     if demo_world:  # a world file sets its own passwords

@@ -8,8 +8,10 @@ from typing import TextIO
 
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.config import Config
+from m365_smtp_exporter.graph.client import GraphClient
+from m365_smtp_exporter.probes import run_probe
 from m365_smtp_exporter.smtp.hints import hint_for
-from m365_smtp_exporter.smtp.probe import SMTP_SCOPE, run_probe
+from m365_smtp_exporter.smtp.probe import SMTP_SCOPE
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, TlsFacts
 from m365_smtp_exporter.smtp.transcript import NOTE, SERVER
 
@@ -94,9 +96,17 @@ async def run_probe_command(config: Config, name: str, out: TextIO) -> int:
     if probe.auth.mechanism == "xoauth2" and probe.tenant is not None:
         provider = AzureTokenProvider(config.tenants[probe.tenant])
         scope = config.tenants[probe.tenant].smtp_scope
+    graph: GraphClient | None = None
+    if probe.kind == "graph_sendmail" and probe.tenant is not None:
+        provider = AzureTokenProvider(config.tenants[probe.tenant])
+        graph = GraphClient.for_tenant(probe.tenant, config.tenants[probe.tenant], provider)
     try:
-        result = await run_probe(probe, token_provider=provider, token_scope=scope)
+        result = await run_probe(
+            probe, token_provider=provider, token_scope=scope, graph_client=graph
+        )
     finally:
+        if graph is not None:
+            await graph.aclose()
         if provider is not None:
             await provider.close()
     out.write(format_result(result))

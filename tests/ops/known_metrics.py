@@ -103,6 +103,23 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_delivery_lookup_errors_total", Kind.COUNTER, (*_DELIVERY, "reason")),
     ExportedMetric("m365_delivery_budget_deferrals_total", Kind.COUNTER, ("tenant",)),
     ExportedMetric("m365_delivery_state_errors_total", Kind.COUNTER, ("operation",)),
+    # send paths: authentication posture (probes/posture.py)
+    ExportedMetric("m365_smtp_probe_info", Kind.GAUGE, (*_PROBE, "kind", "mode")),
+    ExportedMetric("m365_smtp_probe_auth_info", Kind.GAUGE, (*_PROBE, "mechanism")),
+    ExportedMetric("m365_smtp_basic_auth_accepted", Kind.GAUGE, ("tenant",)),
+    # Microsoft service health (health/metrics.py)
+    ExportedMetric("m365_service_health_status", Kind.GAUGE, ("tenant", "service", "status")),
+    ExportedMetric(
+        "m365_service_health_active_issues",
+        Kind.GAUGE,
+        ("tenant", "id", "classification", "feature"),
+    ),
+    ExportedMetric("m365_service_health_active_issues_dropped", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_service_health_pull_success", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_service_health_last_success_timestamp_seconds", Kind.GAUGE, ("tenant",)),
+    ExportedMetric(
+        "m365_service_health_requests_total", Kind.COUNTER, ("tenant", "endpoint", "outcome")
+    ),
     # sending-domain checks
     ExportedMetric("m365_domain_spf_valid", Kind.GAUGE, ("domain",)),
     ExportedMetric("m365_domain_spf_lookups", Kind.GAUGE, ("domain",)),

@@ -28,6 +28,7 @@ class EndpointKind(StrEnum):
     TOKEN = "token"  # Entra ID token and discovery endpoints
     TRACE = "trace"  # message trace list and details
     MAIL = "mail"  # users/{upn}/messages and mailFolders
+    HEALTH = "health"  # admin/serviceAnnouncement (service health)
 
 
 @dataclass(frozen=True, slots=True)

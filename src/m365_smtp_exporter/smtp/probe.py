@@ -166,7 +166,7 @@ class _ProbeRun:
             probe=config.name,
             target=config.target,
             started_at=started_at,
-            message_id=message_id,
+            message_id=message_id if config.mode == "send" else "",  # session: no mail
             probe_token=token,
         )
         self.clock = _Stopwatch(monotonic, first=Phase.RESOLVE)
@@ -223,6 +223,9 @@ class _ProbeRun:
             await self._ehlo()
         if self.config.auth.mechanism != "none":
             await self._authenticate()
+        if self.config.mode == "session":
+            await self._reset()  # reachability, TLS and AUTH only: no mail, no quota spent
+            return
         await self._mail()
         await self._rcpt()
         await self._data()
@@ -443,6 +446,13 @@ class _ProbeRun:
         self.transcript.server(response.code, response.message)
         if response.code != _OK:
             raise self._reject(Phase.DATA, response, Reason.DATA_REJECTED)
+        self.result.success = True
+
+    async def _reset(self) -> None:
+        self.clock.enter(Phase.QUIT)
+        response = await self._command(b"RSET")
+        if response.code != _OK:
+            raise self._reject(Phase.QUIT, response, Reason.PROTOCOL_ERROR)
         self.result.success = True
 
     async def _quit(self) -> None:

@@ -213,6 +213,18 @@ _HINT_DIRECT_SEND = (
     "Direct send is disabled for this tenant (RejectDirectSend): submit through SMTP AUTH "
     "on port 587 or through a connector."
 )
+_HINT_BANNED_IP = (
+    "Exchange Online Protection lists this sending IP (5.7.606-649): request delisting at "
+    "https://sender.office.com and find what sent spam from it."
+)
+_HINT_DIRECT_SEND_RELAY = (
+    "Direct send (port 25 to the tenant's MX) reaches only recipients in the tenant's accepted "
+    "domains: send to an internal recipient, or use SMTP AUTH or a connector."
+)
+_HINT_HVE_EXTERNAL = (
+    "High Volume Email delivers to internal recipients only: send to an address in the "
+    "tenant's accepted domains."
+)
 _HINT_RESTRICTED_SENDER = (
     "The sender is restricted (bad outbound sender, usually after exceeding limits or sending "
     'spam): unblock it in the Defender portal under "Restricted entities".'
@@ -267,17 +279,25 @@ _TABLE: tuple[_Row, ...] = (
     ("", "5.7.3", None, AUTH, False, Reason.AUTH_FAILED, _HINT_BAD_CREDENTIALS),
     ("", "5.7.139", None, AUTH, False, Reason.AUTH_DISABLED, _HINT_AUTH_DISABLED),
     ("", "5.7.57", None, AUTH, False, Reason.AUTH_FAILED, _HINT_NOT_AUTHENTICATED),
-    ("", "5.7.30", None, AUTH, False, Reason.AUTH_DISABLED, _HINT_BASIC_AUTH_OFF),
+    # Microsoft's text only: other servers (Google) use 5.7.30 for a DKIM failure
+    ("", "5.7.30", r"Basic authentication is not supported", AUTH, False,
+     Reason.AUTH_DISABLED, _HINT_BASIC_AUTH_OFF),
     ("", "5.7.4", None, AUTH, False, Reason.AUTH_UNSUPPORTED, _HINT_MECHANISM),
     # -- policy
     ("", "5.7.60", None, POLICY, False, Reason.SEND_AS_DENIED, _HINT_SEND_AS),
+    ("", "5.7.68", r"TenantInboundAttribution|Direct Send", POLICY, False,
+     Reason.DIRECT_SEND_REJECTED, _HINT_DIRECT_SEND),
     ("", "5.7.68", None, POLICY, False, None, _HINT_DIRECT_SEND),
+    ("", "5.7.54", r"relay", POLICY, False, None, _HINT_DIRECT_SEND_RELAY),
+    # High Volume Email refusing an external recipient (reported code; text varies)
+    ("", "5.5.105", None, POLICY, False, None, _HINT_HVE_EXTERNAL),
     # -- blocked: an admin (or Microsoft) has to lift these
     ("", "5.1.8", None, BLOCKED, False, Reason.BLOCKED, _HINT_RESTRICTED_SENDER),
     ("", "5.7.501-5.7.503", None, BLOCKED, False, Reason.BLOCKED, _HINT_SPAM_ABUSE),
     ("", "5.7.705", None, BLOCKED, False, Reason.BLOCKED, _HINT_TENANT_THRESHOLD),
     ("", "5.7.708", None, BLOCKED, False, Reason.BLOCKED, _HINT_IP_NOT_ACCEPTED),
     ("", "5.7.750", None, BLOCKED, False, Reason.BLOCKED, _HINT_UNREGISTERED_DOMAIN),
+    ("", "5.7.606-5.7.649", None, BLOCKED, False, Reason.BLOCKED, _HINT_BANNED_IP),
     # -- recipient
     ("", "5.1.10", None, RECIPIENT, False, None, _HINT_NO_SUCH_RECIPIENT),
     ("", "5.1.1", None, RECIPIENT, False, None, _HINT_NO_SUCH_RECIPIENT),

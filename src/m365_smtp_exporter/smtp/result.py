@@ -50,6 +50,10 @@ class Reason(enum.StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     DISCONNECTED = "disconnected"
     TIMEOUT = "timeout"
+    # the other send paths (m365_smtp_exporter.probes)
+    DIRECT_SEND_REJECTED = "direct_send_rejected"  # 550 5.7.68, RejectDirectSend
+    MAILBOX_NOT_ENABLED = "mailbox_not_enabled"  # Graph MailboxNotEnabledForRESTAPI
+    GRAPH_ERROR = "graph_error"  # any other Graph refusal
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,100 @@
+"""Probe kinds: one module per way mail leaves a Microsoft 365 tenant, one dispatch table.
+
+`run_probe` has the signature of `m365_smtp_exporter.smtp.probe.run_probe` (plus an optional
+`graph_client`), so it replaces it as the exporter's probe runner. `ProbePaths` adds what
+the kinds need from the composition root (each tenant's Graph client) and exports the
+authentication posture metrics.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client.metrics_core import Metric
+
+from m365_smtp_exporter.auth import TokenProvider
+from m365_smtp_exporter.config import ProbeConfig
+from m365_smtp_exporter.probes.base import SMTP_SCOPE, ProbeContext, Prober
+from m365_smtp_exporter.probes.basic_auth import probe_basic_auth
+from m365_smtp_exporter.probes.direct_send import probe_direct_send
+from m365_smtp_exporter.probes.graph_sendmail import probe_graph_sendmail
+from m365_smtp_exporter.probes.hve import probe_hve
+from m365_smtp_exporter.probes.posture import AuthPosture
+from m365_smtp_exporter.probes.smtp import probe_smtp
+from m365_smtp_exporter.smtp.result import ProbeResult
+
+if TYPE_CHECKING:
+    from m365_smtp_exporter.graph.client import GraphClient
+
+__all__ = ["PROBERS", "SMTP_SCOPE", "ProbeContext", "ProbePaths", "run_probe"]
+
+PROBERS: dict[str, Prober] = {
+    "smtp": probe_smtp,
+    "hve": probe_hve,
+    "direct_send": probe_direct_send,
+    "graph_sendmail": probe_graph_sendmail,
+    "basic_auth_check": probe_basic_auth,
+}
+
+
+async def run_probe(
+    config: ProbeConfig,
+    *,
+    token_provider: TokenProvider | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    ssl_context: ssl.SSLContext | None = None,
+    token_scope: str = SMTP_SCOPE,
+    graph_client: GraphClient | None = None,
+) -> ProbeResult:
+    """Run one probe of any kind; like every prober it reports failures, never raises."""
+    context = ProbeContext(
+        token_provider=token_provider,
+        token_scope=token_scope,
+        graph_client=graph_client,
+        monotonic=monotonic,
+        wall_clock=wall_clock,
+        ssl_context=ssl_context,
+    )
+    return await PROBERS[config.kind](config, context)
+
+
+class ProbePaths:
+    """The probe runner of the exporter: dispatch, each tenant's Graph client, posture metrics.
+
+    `graph_client_for(tenant)` returns that tenant's client (None when it has none).
+    """
+
+    def __init__(self, graph_client_for: Callable[[str], GraphClient | None]) -> None:
+        self._graph_client_for = graph_client_for
+        self.posture = AuthPosture()
+
+    def configure(self, probes: Sequence[ProbeConfig]) -> None:
+        self.posture.configure(probes)
+
+    async def run_probe(
+        self,
+        config: ProbeConfig,
+        *,
+        token_provider: TokenProvider | None = None,
+        token_scope: str = SMTP_SCOPE,
+        **options: object,
+    ) -> ProbeResult:
+        graph = (
+            self._graph_client_for(config.tenant or "") if config.kind == "graph_sendmail" else None
+        )
+        result = await run_probe(
+            config,
+            token_provider=token_provider,
+            token_scope=token_scope,
+            graph_client=graph,
+            **options,  # type: ignore[arg-type]
+        )
+        self.posture.observe(config, result)
+        return result
+
+    def collect(self) -> Iterable[Metric]:
+        return self.posture.collect()

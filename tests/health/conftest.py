@@ -1,0 +1,5 @@
+"""The probes' emulator fixtures serve the service-health tests too."""
+
+from tests.probes.conftest import control, emulator, graph
+
+__all__ = ["control", "emulator", "graph"]
