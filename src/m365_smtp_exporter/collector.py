@@ -1,4 +1,6 @@
-"""A custom prometheus_client Collector rendering the results store (the metric contract)."""
+"""Metric families of the results store (the metric contract): the probe part and the
+exporter's own part, as two sources (`probe_metrics`, `exporter_metrics`) so each can be
+cached on its own; `StoreCollector` renders both (and extra sources) in one collector."""
 
 from __future__ import annotations
 
@@ -31,13 +33,20 @@ class StoreCollector(Collector):
         self._sources.append(source)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._probe_metrics()
-        yield from self._exporter_metrics()
+        yield from probe_metrics(self._store)
+        yield from exporter_metrics(self._store)
         for source in self._sources:
             yield from source()
 
-    def _probe_metrics(self) -> Iterator[Metric]:
-        series = sorted(self._store.probes.values(), key=lambda s: s.probe)
+
+def probe_metrics(store: ResultsStore) -> Iterator[Metric]:
+    return _ProbeFamilies.render(store)
+
+
+class _ProbeFamilies:
+    @classmethod
+    def render(cls, store: ResultsStore) -> Iterator[Metric]:
+        series = sorted(store.probes.values(), key=lambda s: s.probe)
         success = GaugeMetricFamily(
             "m365_smtp_probe_success",
             "Whether the last SMTP probe sent its message (1) or not (0).",
@@ -90,7 +99,7 @@ class StoreCollector(Collector):
         )
         for item in series:
             labels = [item.tenant, item.probe, item.target]
-            self._add_counters(item, labels, probes_total, failures, replies)
+            cls._add_counters(item, labels, probes_total, failures, replies)
             duration.add_metric(labels, item.duration.buckets(), item.duration.sum)
             last = item.last
             if last is None:
@@ -132,37 +141,47 @@ class StoreCollector(Collector):
         for key, count in sorted(item.replies.items()):
             replies.add_metric([*labels, *key], float(count))
 
-    def _exporter_metrics(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "m365_exporter_build_info",
-            "Version of the exporter and of the Python running it.",
-            labels=["version", "python_version"],
-        )
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        yield GaugeMetricFamily(
-            "m365_exporter_config_last_reload_successful",
-            "Whether the last configuration load or reload succeeded.",
-            value=1.0 if self._store.reload_successful else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "m365_exporter_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load.",
-            value=self._store.reload_success_at,
-        )
-        runs = CounterMetricFamily(
-            "m365_exporter_job_runs",
-            "Scheduled job runs by outcome (success, failure, skipped when still running).",
-            labels=["task", "outcome"],
-        )
-        durations = HistogramMetricFamily(
-            "m365_exporter_job_duration_seconds",
-            "Duration of scheduled job runs.",
-            labels=["task"],
-        )
-        for job, series in sorted(self._store.jobs.items()):
-            for outcome in ("success", "failure", "skipped"):
-                runs.add_metric([job, outcome], float(series.runs[outcome]))
-            durations.add_metric([job], series.duration.buckets(), series.duration.sum)
-        yield runs
-        yield durations
+
+def exporter_metrics(store: ResultsStore) -> Iterator[Metric]:
+    build = GaugeMetricFamily(
+        "m365_exporter_build_info",
+        "Version of the exporter and of the Python running it.",
+        labels=["version", "python_version"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    yield build
+    yield GaugeMetricFamily(
+        "m365_exporter_config_last_reload_successful",
+        "Whether the last configuration load or reload succeeded.",
+        value=1.0 if store.reload_successful else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "m365_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        value=store.reload_success_at,
+    )
+    runs = CounterMetricFamily(
+        "m365_exporter_job_runs",
+        "Scheduled job runs by outcome (success, failure, skipped when still running).",
+        labels=["task", "outcome"],
+    )
+    durations = HistogramMetricFamily(
+        "m365_exporter_job_duration_seconds",
+        "Duration of scheduled job runs.",
+        labels=["task"],
+    )
+    for job, series in sorted(store.jobs.items()):
+        for outcome in ("success", "failure", "skipped"):
+            runs.add_metric([job, outcome], float(series.runs[outcome]))
+        durations.add_metric([job], series.duration.buckets(), series.duration.sum)
+    yield runs
+    yield durations
+    folded = CounterMetricFamily(
+        "m365_exporter_series_folded",
+        "Label sets chosen by a remote server that were folded into the __other__ series "
+        "because their metric family reached its series cap.",
+        labels=["family"],
+    )
+    for family, count in sorted(store.folded.items()):
+        folded.add_metric([family], float(count))
+    yield folded
