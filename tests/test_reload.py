@@ -101,7 +101,7 @@ async def test_unusable_credentials_at_start_fail_cleanly(tmp_path: Path) -> Non
     path = tmp_path / "config.yml"
     path.write_text(config_text(certificate, "wrong-password"))
     exporter = Exporter(load_config(path), config_path=path, listen_address="127.0.0.1:0")
-    with pytest.raises(ReloadError, match="tenants.contoso: credentials unusable"):
+    with pytest.raises(ReloadError, match=r"tenants\.contoso: credentials unusable"):
         await exporter.start()
     port = exporter.bound_port
     assert port is not None
