@@ -52,4 +52,4 @@ class EventBus:
                 handler(event)
             except Exception:
                 # One subscriber's bug must not cost the others their facts.
-                log.exception("event handler failed", event=type(event).__name__)
+                log.exception("event handler failed", kind=type(event).__name__)

@@ -28,6 +28,7 @@ from m365_smtp_exporter.store import ResultsStore
 
 Collect = Callable[[], Iterable[Metric]]
 Encoder = Callable[[Collector], bytes]
+Renderer = Callable[["Format"], bytes]  # a captured snapshot, encoded on demand
 # Fast compression: a large chunk is compressed once per change.
 GZIP_LEVEL = 1
 OPENMETRICS_EOF = b"# EOF\n"
@@ -77,14 +78,15 @@ def encode(families: Iterable[Metric], fmt: Format) -> bytes:
     return body
 
 
-def _body(collect: Collect, fmt: Format) -> Body:
-    plain = encode(collect(), fmt)
+def _body(renderer: Renderer, fmt: Format) -> Body:
+    plain = renderer(fmt)
     return Body(plain, gzip.compress(plain, GZIP_LEVEL, mtime=0))
 
 
 class Chunk:
-    """One source's cached rendering. `snapshot`, for offloaded chunks, is called on the loop
-    and returns the function that renders (in a worker thread) what it captured."""
+    """One source's cached rendering. `snapshot`, when given, is called on the loop and
+    returns the function that encodes what it captured (in a worker thread when `offload`);
+    without it, `collect`'s families are encoded by prometheus_client."""
 
     def __init__(
         self,
@@ -92,11 +94,12 @@ class Chunk:
         collect: Collect,
         *,
         offload: bool = False,
-        snapshot: Callable[[], Collect] | None = None,
+        snapshot: Callable[[], Renderer] | None = None,
     ) -> None:
         self.name = name
-        self._collect = collect
-        self._snapshot = snapshot or (lambda: collect)
+        self._snapshot: Callable[[], Renderer] = snapshot or (
+            lambda: lambda fmt: encode(collect(), fmt)
+        )
         self.offload = offload
         self.version = 0
         self.renders = 0
@@ -112,7 +115,7 @@ class Chunk:
         if cached is not None and cached[0] == self.version:
             return cached[1]
         version = self.version
-        body = _body(self._collect, fmt)
+        body = _body(self._snapshot(), fmt)
         return self._store(fmt, version, body)
 
     async def render_async(self, fmt: Format = TEXT) -> Body:
@@ -134,8 +137,8 @@ class Chunk:
     async def _render_off_loop(self, fmt: Format) -> Body:
         version = self.version
         try:
-            collect = self._snapshot()  # on the loop: a consistent view of the data
-            body = await asyncio.to_thread(_body, collect, fmt)
+            renderer = self._snapshot()  # on the loop: a consistent view of the data
+            body = await asyncio.to_thread(_body, renderer, fmt)
         finally:
             self._pending.pop(fmt.content_type, None)
         return self._store(fmt, version, body)

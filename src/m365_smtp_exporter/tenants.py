@@ -14,22 +14,23 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import structlog
 
 from m365_smtp_exporter.auth import TokenProvider
 from m365_smtp_exporter.config import Config, TenantConfig
 from m365_smtp_exporter.events import ProbeFinished, TraceRowsArrived
-from m365_smtp_exporter.exposition import Chunk, Collect
+from m365_smtp_exporter.exposition import Chunk, Collect, Renderer
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
 from m365_smtp_exporter.quota.cardinality import SenderSelection
 from m365_smtp_exporter.quota.metrics import quota_metrics
+from m365_smtp_exporter.quota.rows import RowFields
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
+from m365_smtp_exporter.quota_text import quota_text
 from m365_smtp_exporter.scheduler import JobSpec
 from m365_smtp_exporter.subsystem import Change, Context, SubsystemError
 
@@ -58,6 +59,11 @@ class TenantServices:
         self._on_change = on_change
         self._trace_sinks = list(trace_sinks)
         self.quota = TenantQuota(name, config, probe_senders, clock)
+        # The quota engine is touched by one party at a time: trace rows (during a pull) and
+        # the snapshot, which runs in a worker thread (0.1 s at 10,000 senders, seconds at
+        # 100,000). Probe sends that arrive meanwhile wait in `_held_sends`.
+        self._quota_lock = asyncio.Lock()
+        self._held_sends: list[tuple[str, str, list[str], float]] = []
         self.tokens: TokenProvider | None = None
         self.graph: GraphClient | None = None
         self.puller: TracePuller | None = None
@@ -65,8 +71,9 @@ class TenantServices:
             self.tokens = token_provider_factory(config)
             self.graph = GraphClient.for_tenant(name, config, self.tokens)
             if config.trace.enabled and pull_trace:
+                # trace figures are rendered live; the quota changes when it is refreshed
                 self.puller = TracePuller.for_tenant(
-                    name, config, self.graph, self._on_rows, clock=clock, on_change=on_change
+                    name, config, self.graph, self._on_rows, clock=clock
                 )
 
     def set_probe_senders(self, senders: Iterable[str]) -> None:
@@ -80,14 +87,49 @@ class TenantServices:
     async def pull_trace(self) -> bool:
         if self.puller is None:
             return False
-        result = await self.puller.pull()  # logs its own outcome
-        self.refresh_quota()
+        async with self._quota_lock:
+            result = await self.puller.pull()  # logs its own outcome
+            await self._refresh_off_loop()
+        self._release_sends()
         return result.ok
 
+    async def ingest_rows(self, rows: Iterable[RowFields]) -> None:
+        """Rows from elsewhere than the trace pull (imports, benchmarks), taken in turn."""
+        async with self._quota_lock:
+            self.quota.add_rows(rows)
+        self._release_sends()
+
     def refresh_quota(self) -> bool:
+        """Snapshot on the caller's thread (tools, tests); the job uses `refresh_quota_async`."""
         self.quota.refresh()
         self._on_change()
         return True
+
+    async def refresh_quota_async(self) -> bool:
+        async with self._quota_lock:
+            await self._refresh_off_loop()
+        self._release_sends()
+        return True
+
+    async def _refresh_off_loop(self) -> None:
+        await asyncio.to_thread(self.quota.refresh)
+        self._on_change()
+
+    def record_probe_send(
+        self, sender: str, message_id: str, recipients: Sequence[str], at: float
+    ) -> None:
+        """A probe's own send counts against its sender at once (its trace rows replace it)."""
+        if self._quota_lock.locked():
+            self._held_sends.append((sender, message_id, list(recipients), at))
+        else:
+            self.quota.record_probe_send(sender, message_id, recipients, at)
+
+    def _release_sends(self) -> None:
+        if self._quota_lock.locked():
+            return
+        held, self._held_sends = self._held_sends, []
+        for sender, message_id, recipients, at in held:
+            self.quota.record_probe_send(sender, message_id, recipients, at)
 
     async def close(self) -> None:
         if self.graph is not None:
@@ -134,12 +176,12 @@ class TenantsSubsystem:
         self.chunks: Sequence[Chunk] = (self.quota_chunk,)
         context.bus.subscribe(ProbeFinished, self._on_probe)
 
-    def _quota_snapshot(self) -> Collect:
+    def _quota_snapshot(self) -> Renderer:
         views = [
             _QuotaView(q.name, q.figures, q.selection, q.probe_recipients)
             for q in (s.quota for s in self.services.values())
         ]
-        return quota_metrics(lambda: cast("list[TenantQuota]", views))
+        return lambda _fmt: quota_text(views)
 
     async def sync(self, config: Config) -> Change:
         probes = self._context.active_probes(config)
@@ -216,7 +258,7 @@ class TenantsSubsystem:
         result, probe = event.result, event.probe
         services = self.services.get(probe.tenant or "")
         if result.success and services is not None:
-            services.quota.record_probe_send(
+            services.record_probe_send(
                 probe.mail_from, result.message_id, probe.rcpt_to, result.started_at
             )
 
@@ -240,6 +282,6 @@ class TenantsSubsystem:
 
 def _quota_job(services: TenantServices) -> Callable[[], Awaitable[bool]]:
     async def job() -> bool:
-        return services.refresh_quota()
+        return await services.refresh_quota_async()
 
     return job
