@@ -207,3 +207,14 @@ async def test_a_reload_storm_changing_the_interval_keeps_the_phase() -> None:
     assert scheduler.next_run_at("probe:p") == pytest.approx(clock.now)
     assert runs == [last_run]
     await scheduler.stop()
+
+
+def test_check_config_writes_no_state_file(tmp_path: Path) -> None:
+    import io
+
+    state = tmp_path / "delivery-state.json"
+    path = tmp_path / "config.yml"
+    path.write_text(f"state_file: {state}\nprobes: []\n")
+    out = io.StringIO()
+    assert check_config(path, out, env={}) == 0, out.getvalue()
+    assert not state.exists()

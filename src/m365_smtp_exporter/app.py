@@ -106,7 +106,14 @@ async def validate(
     `check-config` and the running exporter accept exactly the same files."""
     subsystems = _build(
         SUBSYSTEMS,
-        Context(ResultsStore(), EventBus(), time.time, token_provider_factory, run_probe),
+        Context(
+            ResultsStore(),
+            EventBus(),
+            time.time,
+            token_provider_factory,
+            run_probe,
+            validate_only=True,
+        ),
     )
     changes = await _sync_all(subsystems, config)
     for change in changes:

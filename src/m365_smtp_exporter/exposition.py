@@ -19,12 +19,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import structlog
 from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from m365_smtp_exporter.store import ResultsStore
+
+log = structlog.get_logger(__name__)
 
 Collect = Callable[[], Iterable[Metric]]
 Encoder = Callable[[Collector], bytes]
@@ -129,6 +132,7 @@ class Chunk:
         task = self._pending.get(fmt.content_type)
         if task is None:
             task = asyncio.ensure_future(self._render_off_loop(fmt))
+            task.add_done_callback(self._log_failure)
             self._pending[fmt.content_type] = task
         if cached is not None:
             return cached[1]
@@ -142,6 +146,11 @@ class Chunk:
         finally:
             self._pending.pop(fmt.content_type, None)
         return self._store(fmt, version, body)
+
+    def _log_failure(self, task: asyncio.Task[Body]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # the previous body keeps being served; the next scrape tries again
+            log.error("exposition render failed", chunk=self.name, error=repr(task.exception()))
 
     def _store(self, fmt: Format, version: int, body: Body) -> Body:
         cached = self._cache.get(fmt.content_type)

@@ -75,6 +75,8 @@ class Context:
     probe_runner: ProbeRunner
     shard: Shard = ALL
     directory: Directory = field(default_factory=Directory)
+    # check-config: build what proves the config usable, but write nothing (state files)
+    validate_only: bool = False
 
     def active_probes(self, config: Config) -> list[ProbeConfig]:
         """The probes this replica runs (all of them unless `--shard` splits them)."""

@@ -38,6 +38,8 @@ class DeliverySubsystem:
     async def sync(self, config: Config) -> Change:
         probes = self._context.active_probes(config)
         polling = any(p.delivery for p in probes)
+        if self._context.validate_only:
+            return Change()  # the tracker would read and rewrite the state file
         if self.tracker is None:
             # The state file is read once, at start (pending checks survive restarts),
             # in a worker thread: reading and fsyncing it must not hold the loop.
