@@ -112,7 +112,7 @@ async def test_one_line_adds_a_capability_and_events_reach_every_subscriber() ->
         assert value(text, "m365_quota_probe_recipients", sender="probe@contoso.com") == 2
         # a subsystem refusing the next config keeps every subsystem on the old one
         added.refuse = True
-        with pytest.raises(ReloadError, match="widgets.colour"):
+        with pytest.raises(ReloadError, match=r"widgets\.colour"):
             await exporter._apply(parse_config(CONFIG.replace("1h", "2h"), env={}))
         assert len(added.applied) == 1
         assert exporter.subsystem(type(added)) is added
