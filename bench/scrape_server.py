@@ -143,7 +143,10 @@ async def main() -> int:
     parser.add_argument("--mode", choices=("subsystems", "baseline"), default="subsystems")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the fill")
+    parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval")
     args = parser.parse_args()
+    if args.switch:
+        sys.setswitchinterval(args.switch)
     exporter = Exporter(
         parse_config(config_text(args.senders), env={}), listen_address="127.0.0.1:0"
     )
