@@ -17,7 +17,9 @@ from m365_smtp_exporter.exposition import (
     Chunk,
     Exposition,
     Format,
+    Renderer,
     accepts_gzip,
+    encode,
 )
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason, RejectedReply, Reply
 from m365_smtp_exporter.store import OTHER, REPLIES_FAMILY, ResultsStore
@@ -139,17 +141,17 @@ async def test_a_large_chunk_renders_in_a_worker_thread_and_scrapes_never_wait_f
     release = threading.Event()
     data = {"value": 1.0}
 
-    def snapshot() -> object:
+    def snapshot() -> Renderer:
         captured = data["value"]  # taken on the loop
 
-        def collect() -> Iterator[Metric]:
+        def render(fmt: Format) -> bytes:
             rendered_in.append(threading.get_ident())
             release.wait(10)  # a slow render
-            return gauge("big", captured)
+            return encode(gauge("big", captured), fmt)
 
-        return collect
+        return render
 
-    chunk = Chunk("big", lambda: gauge("big", data["value"]), offload=True, snapshot=snapshot)  # type: ignore[arg-type]
+    chunk = Chunk("big", lambda: gauge("big", data["value"]), offload=True, snapshot=snapshot)
     exposition = Exposition([chunk])
     release.set()
     first = await exposition.scrape(TEXT, compress=False)
