@@ -83,7 +83,7 @@ async def test_unusable_credentials_on_reload_keep_the_running_tenant(tmp_path: 
         # the old services keep running, untouched, and the metric says the reload failed
         assert exporter.tenants["contoso"] is running
         assert exporter.token_provider("contoso") is running.tokens
-        assert {job.id for job in exporter.scheduler._scheduler.get_jobs()} == {"quota:contoso"}
+        assert exporter.scheduler.next_run_at("quota:contoso") is not None
         text = exporter.exposition.render().decode()
         assert value(text, "m365_exporter_config_last_reload_successful") == 0
         # a good file again: accepted, and the unchanged tenant keeps its services
