@@ -111,8 +111,8 @@ def test_probe_interval_is_exported_for_configured_probes_even_before_a_run() ->
         [("contoso", "submission", "smtp.example:587"), ("contoso", "slow", "smtp.example:587")]
     )
     registry = CollectorRegistry(auto_describe=False)
-    intervals = {"submission": 60.0, "slow": 900.0}
-    registry.register(StoreCollector(store, probe_intervals=lambda: intervals))
+    store.probe_intervals = {"submission": 60.0, "slow": 900.0}
+    registry.register(StoreCollector(store))
     text = CachedExposition(store, registry).render().decode()
     slow = {**LABELS, "probe": "slow"}
     assert value(text, "m365_smtp_probe_interval_seconds", **LABELS) == 60.0

@@ -85,6 +85,8 @@ async def serving(
         middlewares=web.build_middlewares() if middlewares is None else middlewares,
         ssl_context=web.ssl_context,
         redactor=redactor,
+        enable_lifecycle=True,
+        reload_details=bool(web.config.basic_auth_users),
     )
     await exporter.start()
     try:

@@ -1,4 +1,9 @@
-"""Wiring: config -> scheduler -> probes -> store -> /metrics; start, reload, shutdown."""
+"""The composition root: config -> subsystems -> scheduler and /metrics; start, reload, stop.
+
+Nothing here knows a capability: each lives behind the `Subsystem` protocol and is one line
+of `SUBSYSTEMS`. Facts between them travel on the event bus; per-tenant services they share
+are looked up in the context's directory.
+"""
 
 from __future__ import annotations
 
@@ -6,52 +11,66 @@ import asyncio
 import gc
 import signal
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import PlatformCollector, ProcessCollector
-from prometheus_client.registry import CollectorRegistry
 
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
-from m365_smtp_exporter.collector import StoreCollector
-from m365_smtp_exporter.config import (
-    Config,
-    ConfigError,
-    DomainChecksConfig,
-    ProbeConfig,
-    TenantConfig,
-    load_config,
-)
+from m365_smtp_exporter.config import Config, ConfigError, ProbeConfig, load_config
 from m365_smtp_exporter.delivery import DeliveryTracker
+from m365_smtp_exporter.delivery.subsystem import DeliverySubsystem
 from m365_smtp_exporter.domains import DomainChecker
-from m365_smtp_exporter.exposition import CachedExposition
-from m365_smtp_exporter.graph.client import GraphClient
-from m365_smtp_exporter.graph.metrics import GraphMetrics
-from m365_smtp_exporter.graph.records import TraceRecord
-from m365_smtp_exporter.health import ServiceHealth
+from m365_smtp_exporter.domains.subsystem import DomainsSubsystem
+from m365_smtp_exporter.events import EventBus
+from m365_smtp_exporter.exposition import Exposition
+from m365_smtp_exporter.health.subsystem import HealthSubsystem
 from m365_smtp_exporter.logs import Redactor
-from m365_smtp_exporter.probes import ProbePaths
-from m365_smtp_exporter.quota.metrics import quota_metrics
-from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
+from m365_smtp_exporter.own_metrics import ExporterSubsystem
+from m365_smtp_exporter.probes.subsystem import ProbesSubsystem, probe_tenant_label
+from m365_smtp_exporter.scheduler import JobScheduler
 from m365_smtp_exporter.sharding import ALL as ALL_SHARDS
 from m365_smtp_exporter.sharding import Shard
-from m365_smtp_exporter.smtp.probe import SMTP_SCOPE
 from m365_smtp_exporter.smtp.result import ProbeResult
 from m365_smtp_exporter.store import ResultsStore
-from m365_smtp_exporter.tenants import TenantServices
-from m365_smtp_exporter.web import create_web_app
+from m365_smtp_exporter.subsystem import (
+    Change,
+    Context,
+    ProbeRunner,
+    Subsystem,
+    SubsystemError,
+    SubsystemFactory,
+    TokenProviderFactory,
+)
+from m365_smtp_exporter.tenants import TenantServices, TenantsSubsystem
+from m365_smtp_exporter.web import WebLimits, create_web_app, serve
 
 log = structlog.get_logger(__name__)
 
-TokenProviderFactory = Callable[[TenantConfig], TokenProvider]
-# Recovery times shrink as the 24 h window rolls: re-take quota snapshots this often (s).
-QUOTA_REFRESH = 30.0
-# How often pending delivery checks are looked at (each has its own back-off schedule).
-DELIVERY_POLL = 5.0
-ProbeRunner = Callable[..., Awaitable[ProbeResult]]
+__all__ = ["SUBSYSTEMS", "Exporter", "ReloadError", "probe_tenant_label"]
+
+# Every capability, in exposition order. A new one: its package, and one line here.
+SUBSYSTEMS: tuple[SubsystemFactory, ...] = (
+    ProbesSubsystem,
+    ExporterSubsystem,
+    TenantsSubsystem,
+    DeliverySubsystem,
+    DomainsSubsystem,
+    HealthSubsystem,
+)
+S = TypeVar("S")
+
+
+class ReloadError(Exception):
+    """A configuration that cannot be applied; `errors` name the fields, one line each."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = list(errors)
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -81,8 +100,48 @@ def config_secrets(config: Config) -> list[str]:
     return secrets
 
 
-def probe_tenant_label(probe: ProbeConfig) -> str:
-    return probe.tenant or ""
+async def validate(
+    config: Config, token_provider_factory: TokenProviderFactory = AzureTokenProvider
+) -> None:
+    """Build everything `config` needs, as a start or reload would, then throw it away:
+    `check-config` and the running exporter accept exactly the same files."""
+    subsystems = _build(
+        SUBSYSTEMS,
+        Context(
+            ResultsStore(),
+            EventBus(),
+            time.time,
+            token_provider_factory,
+            None,
+            validate_only=True,
+        ),
+    )
+    changes = await _sync_all(subsystems, config)
+    for change in changes:
+        await change.discard()
+
+
+def _build(factories: Sequence[SubsystemFactory], context: Context) -> list[Subsystem]:
+    return [factory(context) for factory in factories]
+
+
+async def _sync_all(subsystems: Sequence[Subsystem], config: Config) -> list[Change]:
+    """Every subsystem's validated change, or ReloadError after discarding the ones built."""
+    changes: list[Change] = []
+    errors: list[str] = []
+    for subsystem in subsystems:
+        try:
+            changes.append(await subsystem.sync(config))
+        except SubsystemError as exc:
+            errors += exc.errors
+        except Exception as exc:  # a bug must not half-apply a config either
+            log.exception("subsystem failed to prepare a config", subsystem=subsystem.name)
+            errors.append(f"{subsystem.name}: {type(exc).__name__}")
+    if errors:
+        for change in changes:
+            await change.discard()
+        raise ReloadError(errors)
+    return changes
 
 
 class Exporter:
@@ -98,40 +157,37 @@ class Exporter:
         middlewares: list[Middleware] | None = None,
         shard: Shard = ALL_SHARDS,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], float] = time.time,
+        subsystems: Sequence[SubsystemFactory] = SUBSYSTEMS,
+        enable_lifecycle: bool = False,
+        reload_details: bool = False,
+        web_limits: WebLimits | None = None,
     ) -> None:
+        """`enable_lifecycle`: answer POST /-/reload (the command line makes it opt-in);
+        `reload_details`: say why a reload failed in its answer (only to callers the web
+        config authenticates; the log always has the details)."""
         self.config = config
         self.shard = shard
         self.config_path = config_path
         self.listen_address = listen_address
         self.redactor = redactor or Redactor()
-        self.store = ResultsStore()
-        self.scheduler = JobScheduler(self.store)
-        self.collector = StoreCollector(
-            self.store, probe_intervals=lambda: {p.name: p.interval for p in self.config.probes}
+        self.clock = clock
+        self.store = ResultsStore(clock, series_cap=config.max_series_per_family)
+        self.bus = EventBus()
+        self.context = Context(
+            self.store, self.bus, clock, token_provider_factory, probe_runner, shard
         )
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.collector)
-        live = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=live)
-        PlatformCollector(registry=live)
-        self.exposition = CachedExposition(self.store, registry, live)
-        self._token_provider_factory = token_provider_factory
-        self.tenants: dict[str, TenantServices] = {}
-        self.graph_metrics = GraphMetrics()
-        self.collector.add_source(self.graph_metrics)
-        self.collector.add_source(quota_metrics(lambda: [t.quota for t in self.tenants.values()]))
-        self.domains: DomainChecker | None = None
-        self._domains_config: DomainChecksConfig | None = None
-        self.delivery: DeliveryTracker | None = None
-        self.collector.add_source(lambda: self.delivery.collect() if self.delivery else iter(()))
-        self.collector.add_source(lambda: self.domains.collect() if self.domains else iter(()))
-        self.paths = ProbePaths(self._graph_client)  # probe kinds, auth posture metrics
-        self._probe_runner = probe_runner or self.paths.run_probe
-        self.collector.add_source(self.paths.collect)
-        self.health = ServiceHealth(self._graph_client)  # Microsoft's incidents
-        self.collector.add_source(self.health.collect)
+        self.subsystems = _build(subsystems, self.context)
+        self.exposition = Exposition(
+            [chunk for s in self.subsystems for chunk in s.chunks],
+            [source for s in self.subsystems for source in s.live],
+        )
+        self.scheduler = JobScheduler(self.store, clock=clock)
         self._middlewares = middlewares
         self._ssl_context = ssl_context
+        self._enable_lifecycle = enable_lifecycle
+        self._reload_details = reload_details
+        self._web_limits = web_limits or WebLimits()
         self._runner: web.AppRunner | None = None
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[object]] = set()
@@ -139,20 +195,28 @@ class Exporter:
 
     # lifecycle
     async def start(self) -> None:
+        """Listen, then apply the configuration; an unusable one raises ReloadError."""
         # Listen first: a taken port must fail before any probe spends quota.
         app = create_web_app(
-            self.exposition, self.store, self.reload, self.ready, self._middlewares
+            self.exposition,
+            self.store,
+            self.reload,
+            self.ready,
+            self._middlewares,
+            enable_lifecycle=self._enable_lifecycle,
+            reload_details=self._reload_details,
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
         host, port = parse_listen_address(self.listen_address)
-        site = web.TCPSite(
-            self._runner, host, port, reuse_address=True, ssl_context=self._ssl_context
+        self._runner, self.bound_port = await serve(
+            app, host, port, self._ssl_context, self._web_limits
         )
-        await site.start()
-        address = self._runner.addresses[0]
-        self.bound_port = int(address[1])
-        await self._apply(self.config)
+        try:
+            await self._apply(self.config)
+        except ReloadError:
+            self.store.record_reload(False)
+            await self.stop()
+            raise
+        self.store.record_reload(True)
         self.scheduler.start()
         log.info(
             "exporter listening",
@@ -168,11 +232,9 @@ class Exporter:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self.delivery is not None:
-            await self.delivery.close()
-        for services in self.tenants.values():
-            await services.close()
-        self.tenants.clear()
+        await self.exposition.close()
+        for subsystem in reversed(self.subsystems):
+            await subsystem.close()
 
     @property
     def scheme(self) -> str:
@@ -188,12 +250,12 @@ class Exporter:
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
-        await self.start()
-        # Start-up objects (msgraph-sdk's generated modules alone are ~78,000) never become
-        # garbage: keep them out of every later collection, which trace pulls make frequent.
-        gc.collect()
-        gc.freeze()
         try:
+            await self.start()
+            # Start-up objects (msgraph-sdk's generated modules alone are ~78,000) never
+            # become garbage: keep them out of every later collection.
+            gc.collect()
+            gc.freeze()
             await stop.wait()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -208,163 +270,55 @@ class Exporter:
 
     # configuration
     async def reload(self) -> tuple[bool, list[str]]:
-        """Re-read the config file; a bad file keeps the running configuration."""
+        """Re-read the config file and apply it whole, or keep the running one whole."""
         async with self._reload_lock:
             if self.config_path is None:
                 return True, []
             try:
-                config = load_config(self.config_path)
-            except ConfigError as exc:
+                config = await asyncio.to_thread(load_config, self.config_path)
+                await self._apply(config)
+            except (ConfigError, ReloadError) as exc:
                 self.store.record_reload(False)
                 log.error(
                     "config reload failed, keeping the running configuration", errors=exc.errors
                 )
                 return False, exc.errors
             self.config = config
-            await self._apply(config)
+            self.store.record_reload(True)
             log.info("config reloaded", probes=len(config.probes), tenants=len(config.tenants))
             return True, []
 
-    def active_probes(self, config: Config | None = None) -> list[ProbeConfig]:
-        """The probes this replica runs (all of them unless `--shard` splits them)."""
-        return [p for p in (config or self.config).probes if self.shard.owns(p.name)]
-
     async def _apply(self, config: Config) -> None:
+        changes = await _sync_all(self.subsystems, config)
         self.redactor.add(config_secrets(config))
-        probes = self.active_probes(config)
-        self.store.sync_probes([(probe_tenant_label(p), p.name, p.target) for p in probes])
-        await self._sync_tenants(config)
-        self._sync_domains(config)
-        self._sync_delivery(config)
-        self.paths.configure(probes)
-        self.health.configure({n: t for n, t in config.tenants.items() if self.shard.owns(n)})
-        self.store.record_reload(True)
-        specs = [
-            JobSpec(
-                job_id=f"probe:{probe.name}",
-                func=self._probe_job(probe.name),
-                interval=probe.interval,
-                jitter=probe.jitter,
-                first_delay=min(index * 0.5, probe.interval / 2),
-            )
-            for index, probe in enumerate(probes)
-        ]
-        for name, services in sorted(self.tenants.items()):
-            if services.puller is not None:
-                interval = services.config.trace.interval
-                specs.append(JobSpec(f"trace:{name}", services.pull_trace, interval, interval / 20))
-            specs.append(JobSpec(f"quota:{name}", self._quota_job(services), QUOTA_REFRESH, 0.0))
-        specs += [
-            JobSpec(job_id, job, every, every / 20) for job_id, job, every in self.health.jobs()
-        ]
-        if self.domains is not None:
-            domains = self.domains
-            specs.append(JobSpec("domains", domains.run, config.domains.interval, 0.0))
-        if self.delivery is not None and any(p.delivery for p in probes):
-            specs.append(JobSpec("delivery", self.delivery.poll, DELIVERY_POLL, 0.0, 1.0))
-        self.scheduler.sync(specs)
+        for change in changes:
+            await change.commit()
+        self.scheduler.sync([spec for s in self.subsystems for spec in s.jobs()])
 
-    async def _sync_tenants(self, config: Config) -> None:
-        """Keep the services of unchanged tenants (their trace cursor and quota windows)."""
-        for name in list(self.tenants):
-            if config.tenants.get(name) != self.tenants[name].config:
-                await self.tenants.pop(name).close()
-                self.graph_metrics.forget(name)
-        for name, tenant in config.tenants.items():
-            senders = [p.mail_from for p in self.active_probes(config) if p.tenant == name]
-            if name in self.tenants:
-                self.tenants[name].set_probe_senders(senders)
-                continue
-            services = TenantServices(
-                name,
-                tenant,
-                token_provider_factory=self._token_provider_factory,
-                probe_senders=senders,
-                pull_trace=self.shard.owns(name),
-                trace_sinks=[self._trace_rows_for_delivery],
-                on_change=self.store.mark_changed,
-            )
-            self.tenants[name] = services
-            if services.graph is not None:
-                self.graph_metrics.track(services.graph, services.puller)
+    def active_probes(self, config: Config | None = None) -> list[ProbeConfig]:
+        return self.context.active_probes(config or self.config)
 
-    def _trace_rows_for_delivery(self, tenant: str, records: Sequence[TraceRecord]) -> None:
-        if self.delivery is not None:
-            self.delivery.on_trace_rows(tenant, records)
+    # lookups for tools and tests (the subsystems do not use these)
+    def subsystem(self, kind: type[S]) -> S:
+        for subsystem in self.subsystems:
+            if isinstance(subsystem, kind):
+                return subsystem
+        raise LookupError(kind.__name__)
 
-    def _graph_client(self, tenant: str) -> GraphClient | None:
-        services = self.tenants.get(tenant)
-        return services.graph if services is not None else None
+    @property
+    def tenants(self) -> dict[str, TenantServices]:
+        return self.subsystem(TenantsSubsystem).services
 
-    def _sync_delivery(self, config: Config) -> None:
-        if self.delivery is None:
-            # the state file is read once, at start: pending checks survive restarts
-            self.delivery = DeliveryTracker(
-                self._graph_client,
-                self.active_probes(config),
-                state_file=config.state_file,
-                on_change=self.store.mark_changed,
-            )
-        else:
-            self.delivery.configure(self.active_probes(config))
+    @property
+    def delivery(self) -> DeliveryTracker | None:
+        return self.subsystem(DeliverySubsystem).tracker
 
-    def _sync_domains(self, config: Config) -> None:
-        if not config.domains.names:
-            self.domains = None
-        elif self.domains is None or self._domains_config != config.domains:
-            self.domains = DomainChecker(config.domains, on_change=self.store.mark_changed)
-        self._domains_config = config.domains
+    @property
+    def domains(self) -> DomainChecker | None:
+        return self.subsystem(DomainsSubsystem).checker
 
     def token_provider(self, tenant: str | None) -> TokenProvider | None:
-        services = self.tenants.get(tenant or "")
-        return services.tokens if services is not None else None
-
-    # jobs
-    def _probe_job(self, name: str) -> Callable[[], Awaitable[bool]]:
-        async def job() -> bool:
-            probe = self.config.probe(name)
-            if probe is None:
-                return False
-            return (await self.run_probe(probe)).success
-
-        return job
-
-    @staticmethod
-    def _quota_job(services: TenantServices) -> Callable[[], Awaitable[bool]]:
-        async def job() -> bool:
-            return services.refresh_quota()
-
-        return job
+        return self.context.directory.token_provider(tenant)
 
     async def run_probe(self, probe: ProbeConfig) -> ProbeResult:
-        provider = None
-        scope = SMTP_SCOPE
-        if probe.auth.mechanism == "xoauth2" and probe.tenant is not None:
-            provider = self.token_provider(probe.tenant)
-            scope = self.config.tenants[probe.tenant].smtp_scope
-        result = await self._probe_runner(probe, token_provider=provider, token_scope=scope)
-        self.store.record_probe(result)
-        if probe.delivery is not None and self.delivery is not None:
-            self.delivery.track(probe, probe_tenant_label(probe), result)
-        services = self.tenants.get(probe.tenant or "")
-        if result.success and result.recipients_accepted and services is not None:
-            # the probe's own send counts against its sender at once; its trace rows replace it
-            services.quota.record_probe_send(
-                probe.mail_from, result.message_id, probe.rcpt_to, result.started_at
-            )
-        rejection = result.last_rejection
-        log.log(
-            20 if result.success else 30,
-            "probe finished",
-            probe=result.probe,
-            target=result.target,
-            success=result.success,
-            reason=result.reason.value if result.reason else None,
-            phase=result.failed_phase.value if result.failed_phase else None,
-            detail=result.detail or None,
-            code=rejection.reply.code if rejection else None,
-            enhanced_code=rejection.reply.enhanced_code if rejection else None,
-            duration=round(result.duration, 4),
-            phases={phase.value: round(sec, 4) for phase, sec in result.phases.items()},
-        )
-        return result
+        return await self.subsystem(ProbesSubsystem).run(probe)

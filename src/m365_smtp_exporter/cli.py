@@ -71,6 +71,13 @@ def _exporter_flags(parser: argparse.ArgumentParser, default: Callable[[object],
         default=default("0/1"),
         help="run only this replica's share i/n of the probes and trace pulls (default 0/1)",
     )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        default=default(False),
+        help="answer POST /-/reload (off by default; SIGHUP always reloads)",
+    )
 
 
 def _emulator_ports(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +174,12 @@ def check_config(
     web = _load_web(web_config_file, out)
     if config is None or web is None:
         return EXIT_CONFIG
+    errors = _build_errors(config)
+    if errors:
+        print(f"configuration error in {path}:", file=out)
+        for line in errors:
+            print(f"  {line}", file=out)
+        return EXIT_CONFIG
     print(f"{path}: OK, {len(config.tenants)} tenant(s), {len(config.probes)} probe(s)", file=out)
     for name, tenant in config.tenants.items():
         credential = (
@@ -185,6 +198,17 @@ def check_config(
     if web_config_file is not None:
         print(f"{web_config_file}: OK, {web.config.describe()}", file=out)
     return EXIT_OK
+
+
+def _build_errors(config: Config) -> list[str]:
+    """What building every subsystem for `config` (as `run` and a reload do) reports."""
+    from m365_smtp_exporter.app import ReloadError, validate
+
+    try:
+        asyncio.run(validate(config))
+    except ReloadError as exc:
+        return exc.errors
+    return []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _serve(
     config: Config, args: argparse.Namespace, redactor: Redactor, web: WebSecurity
 ) -> int:
-    from m365_smtp_exporter.app import Exporter
+    from m365_smtp_exporter.app import Exporter, ReloadError
 
     try:
         shard = Shard.parse(args.shard)
@@ -243,10 +267,18 @@ async def _serve(
         shard=shard,
         middlewares=web.build_middlewares(),
         ssl_context=web.ssl_context,
+        enable_lifecycle=args.enable_lifecycle,
+        # only callers the web config authenticates may read why a reload failed
+        reload_details=bool(web.config.basic_auth_users),
     )
     try:
         await exporter.serve_forever()
     except OSError as exc:
         print(f"cannot listen on {args.listen_address}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILED
+    except ReloadError as exc:
+        print(
+            f"configuration error in {args.config_file}: {'; '.join(exc.errors)}", file=sys.stderr
+        )
+        return EXIT_CONFIG
     return EXIT_OK

@@ -1,9 +1,11 @@
-"""A custom prometheus_client Collector rendering the results store (the metric contract)."""
+"""Metric families of the results store (the metric contract): the probe part and the
+exporter's own part, as two sources (`probe_metrics`, `exporter_metrics`) so each can be
+cached on its own; `StoreCollector` renders both (and extra sources) in one collector."""
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,34 +20,33 @@ from m365_smtp_exporter.store import ProbeSeries, ResultsStore
 
 PROBE_LABELS = ["tenant", "probe", "target"]
 MetricSource = Callable[[], Iterable[Metric]]
-ProbeIntervals = Callable[[], Mapping[str, float]]  # probe name -> configured interval (s)
 
 
 class StoreCollector(Collector):
     """Reads the store; later subsystems (trace, quota, delivery) plug in as `sources`."""
 
-    def __init__(
-        self,
-        store: ResultsStore,
-        sources: Iterable[MetricSource] = (),
-        *,
-        probe_intervals: ProbeIntervals = dict,
-    ) -> None:
+    def __init__(self, store: ResultsStore, sources: Iterable[MetricSource] = ()) -> None:
         self._store = store
         self._sources = list(sources)
-        self._probe_intervals = probe_intervals
 
     def add_source(self, source: MetricSource) -> None:
         self._sources.append(source)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._probe_metrics()
-        yield from self._exporter_metrics()
+        yield from probe_metrics(self._store)
+        yield from exporter_metrics(self._store)
         for source in self._sources:
             yield from source()
 
-    def _probe_metrics(self) -> Iterator[Metric]:
-        series = sorted(self._store.probes.values(), key=lambda s: s.probe)
+
+def probe_metrics(store: ResultsStore) -> Iterator[Metric]:
+    return _ProbeFamilies.render(store)
+
+
+class _ProbeFamilies:
+    @classmethod
+    def render(cls, store: ResultsStore) -> Iterator[Metric]:
+        series = sorted(store.probes.values(), key=lambda s: s.probe)
         success = GaugeMetricFamily(
             "m365_smtp_probe_success",
             "Whether the last SMTP probe sent its message (1) or not (0).",
@@ -102,12 +103,11 @@ class StoreCollector(Collector):
             "Configured interval between runs of the SMTP probe.",
             labels=PROBE_LABELS,
         )
-        intervals = self._probe_intervals()
         for item in series:
             labels = [item.tenant, item.probe, item.target]
-            if item.probe in intervals:
-                interval.add_metric(labels, intervals[item.probe])
-            self._add_counters(item, labels, probes_total, failures, replies)
+            if item.probe in store.probe_intervals:
+                interval.add_metric(labels, store.probe_intervals[item.probe])
+            cls._add_counters(item, labels, probes_total, failures, replies)
             duration.add_metric(labels, item.duration.buckets(), item.duration.sum)
             last = item.last
             if last is None:
@@ -150,37 +150,47 @@ class StoreCollector(Collector):
         for key, count in sorted(item.replies.items()):
             replies.add_metric([*labels, *key], float(count))
 
-    def _exporter_metrics(self) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "m365_exporter_build_info",
-            "Version of the exporter and of the Python running it.",
-            labels=["version", "python_version"],
-        )
-        build.add_metric([__version__, platform.python_version()], 1.0)
-        yield build
-        yield GaugeMetricFamily(
-            "m365_exporter_config_last_reload_successful",
-            "Whether the last configuration load or reload succeeded.",
-            value=1.0 if self._store.reload_successful else 0.0,
-        )
-        yield GaugeMetricFamily(
-            "m365_exporter_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load.",
-            value=self._store.reload_success_at,
-        )
-        runs = CounterMetricFamily(
-            "m365_exporter_job_runs",
-            "Scheduled job runs by outcome (success, failure, skipped when still running).",
-            labels=["task", "outcome"],
-        )
-        durations = HistogramMetricFamily(
-            "m365_exporter_job_duration_seconds",
-            "Duration of scheduled job runs.",
-            labels=["task"],
-        )
-        for job, series in sorted(self._store.jobs.items()):
-            for outcome in ("success", "failure", "skipped"):
-                runs.add_metric([job, outcome], float(series.runs[outcome]))
-            durations.add_metric([job], series.duration.buckets(), series.duration.sum)
-        yield runs
-        yield durations
+
+def exporter_metrics(store: ResultsStore) -> Iterator[Metric]:
+    build = GaugeMetricFamily(
+        "m365_exporter_build_info",
+        "Version of the exporter and of the Python running it.",
+        labels=["version", "python_version"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    yield build
+    yield GaugeMetricFamily(
+        "m365_exporter_config_last_reload_successful",
+        "Whether the last configuration load or reload succeeded.",
+        value=1.0 if store.reload_successful else 0.0,
+    )
+    yield GaugeMetricFamily(
+        "m365_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load.",
+        value=store.reload_success_at,
+    )
+    runs = CounterMetricFamily(
+        "m365_exporter_job_runs",
+        "Scheduled job runs by outcome (success, failure, skipped when still running).",
+        labels=["task", "outcome"],
+    )
+    durations = HistogramMetricFamily(
+        "m365_exporter_job_duration_seconds",
+        "Duration of scheduled job runs.",
+        labels=["task"],
+    )
+    for job, series in sorted(store.jobs.items()):
+        for outcome in ("success", "failure", "skipped"):
+            runs.add_metric([job, outcome], float(series.runs[outcome]))
+        durations.add_metric([job], series.duration.buckets(), series.duration.sum)
+    yield runs
+    yield durations
+    folded = CounterMetricFamily(
+        "m365_exporter_series_folded",
+        "Label sets chosen by a remote server that were folded into the __other__ series "
+        "because their metric family reached its series cap.",
+        labels=["family"],
+    )
+    for family, count in sorted(store.folded.items()):
+        folded.add_metric([family], float(count))
+    yield folded

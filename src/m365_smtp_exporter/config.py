@@ -337,6 +337,9 @@ class Config(StrictModel):
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     probes: list[ProbeConfig] = Field(default_factory=list)
     domains: DomainChecksConfig = DomainChecksConfig()
+    # Series per metric family whose label values a remote server chooses (reply codes);
+    # past it, new label sets fold into one `__other__` series.
+    max_series_per_family: int = Field(default=500, ge=10, le=100_000)
 
     @model_validator(mode="after")
     def _references(self) -> Self:

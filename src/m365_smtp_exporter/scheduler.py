@@ -2,6 +2,10 @@
 
 `max_instances=1` and coalescing keep a slow or hung job from piling up runs: a run that would
 overlap is skipped and counted, never queued (each probe run spends real sending quota).
+
+A reload that changes a job's interval keeps its phase: the next run is no earlier than the
+last run's start plus the new interval (a job that never ran keeps its planned first run),
+so no storm of reloads can make a probe send more often than its interval says.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
@@ -35,10 +39,15 @@ class JobSpec:
 
 class JobScheduler:
     def __init__(
-        self, store: ResultsStore, monotonic: Callable[[], float] = time.monotonic
+        self,
+        store: ResultsStore,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._monotonic = monotonic
+        self._clock = clock
+        self._last_start: dict[str, float] = {}  # job id -> wall time its last run started
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._specs: dict[str, JobSpec] = {}
@@ -66,6 +75,7 @@ class JobScheduler:
             if job_id not in wanted:
                 self._scheduler.remove_job(job_id)
                 del self._specs[job_id]
+                self._last_start.pop(job_id, None)
                 self._store.forget_job(job_id)
         for job_id, spec in wanted.items():
             old = self._specs.get(job_id)
@@ -74,6 +84,9 @@ class JobScheduler:
                 self._scheduler.modify_job(job_id, args=(spec,))
                 continue
             self._specs[job_id] = spec
+            first = self._next_run(job_id, spec) if old is not None else None
+            if first is None:
+                first = self._clock() + spec.first_delay
             self._scheduler.add_job(
                 self._run,
                 IntervalTrigger(seconds=spec.interval, jitter=spec.jitter or None),
@@ -84,8 +97,21 @@ class JobScheduler:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=max(1, int(spec.interval / 2)),
-                next_run_time=datetime.now(UTC) + timedelta(seconds=spec.first_delay),
+                next_run_time=datetime.fromtimestamp(first, UTC),
             )
+
+    def next_run_at(self, job_id: str) -> float | None:
+        """Wall time of the job's next planned run (None: not scheduled)."""
+        job = self._scheduler.get_job(job_id)
+        when: datetime | None = getattr(job, "next_run_time", None) if job else None
+        return when.timestamp() if when is not None else None
+
+    def _next_run(self, job_id: str, spec: JobSpec) -> float | None:
+        """For a job whose timing changed: keep its phase (see the module docstring)."""
+        last = self._last_start.get(job_id)
+        if last is None:
+            return self.next_run_at(job_id)
+        return max(self._clock(), last + spec.interval)
 
     async def run_now(self, job_id: str) -> bool:
         spec = self._specs[job_id]
@@ -96,6 +122,7 @@ class JobScheduler:
         if task is not None:
             self._running.add(task)
         started = self._monotonic()
+        self._last_start[spec.job_id] = self._clock()
         ok = False
         try:
             ok = await spec.func()

@@ -1,20 +1,44 @@
-"""Everything the exporter runs for one tenant: token provider, Graph client, trace pulls and
-quota accounting. Rebuilt only when the tenant's configuration changes, so a reload that
-touches probes alone keeps the trace cursor and the quota windows."""
+"""The tenants subsystem: everything the exporter runs for each tenant (token provider, Graph
+client, trace pulls, quota accounting), as `TenantServices`. A tenant's services are rebuilt
+only when its configuration changes, so a reload that touches probes alone keeps the trace
+cursor and the quota windows; new services are built (credentials loaded, certificates
+parsed) before any running one is closed.
+
+Publishes `TraceRowsArrived`; subscribes to `ProbeFinished` (a probe's own send counts
+against its sender at once; its trace rows replace it later).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
 
 from m365_smtp_exporter.auth import TokenProvider
-from m365_smtp_exporter.config import TenantConfig
+from m365_smtp_exporter.config import Config, TenantConfig
+from m365_smtp_exporter.events import ProbeFinished, TraceRowsArrived
+from m365_smtp_exporter.exposition import Chunk, Collect, Renderer
 from m365_smtp_exporter.graph.client import GraphClient
+from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
+from m365_smtp_exporter.quota.cardinality import SenderSelection
+from m365_smtp_exporter.quota.metrics import quota_metrics
+from m365_smtp_exporter.quota.rows import RowFields
+from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
+from m365_smtp_exporter.quota_text import quota_text
+from m365_smtp_exporter.scheduler import JobSpec
+from m365_smtp_exporter.subsystem import Change, Context, SubsystemError
+
+log = structlog.get_logger(__name__)
 
 TraceSink = Callable[[str, Sequence[TraceRecord]], None]
+# Recovery times shrink as the 24 h window rolls: re-take quota snapshots this often (s).
+QUOTA_REFRESH = 30.0
 
 
 class TenantServices:
@@ -35,6 +59,11 @@ class TenantServices:
         self._on_change = on_change
         self._trace_sinks = list(trace_sinks)
         self.quota = TenantQuota(name, config, probe_senders, clock)
+        # The quota engine is touched by one party at a time: trace rows (during a pull) and
+        # the snapshot, which runs in a worker thread (0.1 s at 10,000 senders, seconds at
+        # 100,000). Probe sends that arrive meanwhile wait in `_held_sends`.
+        self._quota_lock = asyncio.Lock()
+        self._held_sends: list[tuple[str, str, list[str], float]] = []
         self.tokens: TokenProvider | None = None
         self.graph: GraphClient | None = None
         self.puller: TracePuller | None = None
@@ -42,8 +71,9 @@ class TenantServices:
             self.tokens = token_provider_factory(config)
             self.graph = GraphClient.for_tenant(name, config, self.tokens)
             if config.trace.enabled and pull_trace:
+                # trace figures are rendered live; the quota changes when it is refreshed
                 self.puller = TracePuller.for_tenant(
-                    name, config, self.graph, self._on_rows, clock=clock, on_change=on_change
+                    name, config, self.graph, self._on_rows, clock=clock
                 )
 
     def set_probe_senders(self, senders: Iterable[str]) -> None:
@@ -57,17 +87,202 @@ class TenantServices:
     async def pull_trace(self) -> bool:
         if self.puller is None:
             return False
-        result = await self.puller.pull()  # logs its own outcome
-        self.refresh_quota()
+        async with self._quota_lock:
+            result = await self.puller.pull()  # logs its own outcome
+            await self._refresh_off_loop()
+        self._release_sends()
         return result.ok
 
+    async def ingest_rows(self, rows: Iterable[RowFields]) -> None:
+        """Rows from elsewhere than the trace pull (imports, benchmarks), taken in turn."""
+        async with self._quota_lock:
+            self.quota.add_rows(rows)
+        self._release_sends()
+
     def refresh_quota(self) -> bool:
+        """Snapshot on the caller's thread (tools, tests); the job uses `refresh_quota_async`."""
         self.quota.refresh()
         self._on_change()
         return True
+
+    async def refresh_quota_async(self) -> bool:
+        async with self._quota_lock:
+            await self._refresh_off_loop()
+        self._release_sends()
+        return True
+
+    async def _refresh_off_loop(self) -> None:
+        await asyncio.to_thread(self.quota.refresh)
+        self._on_change()
+
+    def record_probe_send(
+        self, sender: str, message_id: str, recipients: Sequence[str], at: float
+    ) -> None:
+        """A probe's own send counts against its sender at once (its trace rows replace it)."""
+        if self._quota_lock.locked():
+            self._held_sends.append((sender, message_id, list(recipients), at))
+        else:
+            self.quota.record_probe_send(sender, message_id, recipients, at)
+
+    def _release_sends(self) -> None:
+        if self._quota_lock.locked():
+            return
+        held, self._held_sends = self._held_sends, []
+        for sender, message_id, recipients, at in held:
+            self.quota.record_probe_send(sender, message_id, recipients, at)
 
     async def close(self) -> None:
         if self.graph is not None:
             await self.graph.aclose()
         if self.tokens is not None:
             await self.tokens.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _QuotaView:
+    """What the quota families read of a `TenantQuota`, captured on the event loop. Each
+    attribute is replaced whole by `TenantQuota.refresh`, never mutated, so a worker thread
+    can render this while the loop goes on."""
+
+    name: str
+    figures: tuple[QuotaFigure, ...]
+    selection: SenderSelection
+    probe_recipients: Mapping[str, int]
+
+
+def _credential_error(name: str, exc: Exception) -> str:
+    # Exception texts of credential libraries name files and reasons, not secret values;
+    # the log redactor removes any that would slip through.
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return f"tenants.{name}: credentials unusable: {text}"
+
+
+class TenantsSubsystem:
+    name = "tenants"
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self.services: dict[str, TenantServices] = {}
+        self.graph_metrics = GraphMetrics()
+        # Trace figures and request counters change inside the Graph client without notice,
+        # and the budget left depends on the clock: rendered live, a few series per tenant.
+        self.live: Sequence[Collect] = (self.graph_metrics,)
+        self.quota_chunk = Chunk(
+            "quota",
+            quota_metrics(lambda: [s.quota for s in self.services.values()]),
+            offload=True,  # 10,000 senders take ~0.1-1 s to render: never on the loop
+            snapshot=self._quota_snapshot,
+        )
+        self.chunks: Sequence[Chunk] = (self.quota_chunk,)
+        context.bus.subscribe(ProbeFinished, self._on_probe)
+
+    def _quota_snapshot(self) -> Renderer:
+        views = [
+            _QuotaView(q.name, q.figures, q.selection, q.probe_recipients)
+            for q in (s.quota for s in self.services.values())
+        ]
+        return lambda _fmt: quota_text(views)
+
+    async def sync(self, config: Config) -> Change:
+        probes = self._context.active_probes(config)
+        senders = {
+            name: [p.mail_from for p in probes if p.tenant == name] for name in config.tenants
+        }
+        built: dict[str, TenantServices] = {}
+        errors: list[str] = []
+        for name, tenant in config.tenants.items():
+            old = self.services.get(name)
+            if old is not None and old.config == tenant:
+                continue
+            try:
+                built[name] = await self._build(name, tenant, senders[name])
+            except Exception as exc:
+                errors.append(_credential_error(name, exc))
+        if errors:
+            for services in built.values():
+                await services.close()
+            raise SubsystemError(errors)
+
+        async def commit() -> None:
+            for name in list(self.services):
+                if name not in config.tenants or name in built:
+                    await self.services.pop(name).close()
+                    self.graph_metrics.forget(name)
+            for name, services in built.items():
+                self.services[name] = services
+                if services.graph is not None:
+                    self.graph_metrics.track(services.graph, services.puller)
+            for name, services in self.services.items():
+                services.set_probe_senders(senders.get(name, []))
+            directory = self._context.directory
+            directory.graph_clients = {
+                n: s.graph for n, s in self.services.items() if s.graph is not None
+            }
+            directory.token_providers = {
+                n: s.tokens for n, s in self.services.items() if s.tokens is not None
+            }
+            self.quota_chunk.mark_changed()
+
+        async def discard() -> None:
+            for services in built.values():
+                await services.close()
+
+        return Change(commit, discard)
+
+    async def _build(self, name: str, tenant: TenantConfig, senders: list[str]) -> TenantServices:
+        tokens: TokenProvider | None = None
+        if tenant.has_credentials:
+            # Reads and parses the certificate (or fails) now, off the loop.
+            tokens = await asyncio.to_thread(self._context.token_provider_factory, tenant)
+        provided = tokens
+
+        def factory(_: TenantConfig) -> TokenProvider:
+            assert provided is not None
+            return provided
+
+        return TenantServices(
+            name,
+            tenant,
+            token_provider_factory=factory,
+            probe_senders=senders,
+            pull_trace=self._context.shard.owns(name),
+            trace_sinks=[self._publish_rows],
+            on_change=self.quota_chunk.mark_changed,
+            clock=self._context.clock,
+        )
+
+    def _publish_rows(self, tenant: str, records: Sequence[TraceRecord]) -> None:
+        self._context.bus.publish(TraceRowsArrived(tenant, records))
+
+    def _on_probe(self, event: ProbeFinished) -> None:
+        result, probe = event.result, event.probe
+        services = self.services.get(probe.tenant or "")
+        # a session probe (or a basic-auth check) sends nothing: only accepted recipients count
+        if result.success and result.recipients_accepted and services is not None:
+            services.record_probe_send(
+                probe.mail_from, result.message_id, probe.rcpt_to, result.started_at
+            )
+
+    def jobs(self) -> list[JobSpec]:
+        specs: list[JobSpec] = []
+        for name, services in sorted(self.services.items()):
+            if services.puller is not None:
+                interval = services.config.trace.interval
+                specs.append(JobSpec(f"trace:{name}", services.pull_trace, interval, interval / 20))
+            specs.append(JobSpec(f"quota:{name}", _quota_job(services), QUOTA_REFRESH, 0.0))
+        return specs
+
+    async def close(self) -> None:
+        await self.quota_chunk.close()
+        for services in self.services.values():
+            await services.close()
+        self.services.clear()
+        self._context.directory.graph_clients = {}
+        self._context.directory.token_providers = {}
+
+
+def _quota_job(services: TenantServices) -> Callable[[], Awaitable[bool]]:
+    async def job() -> bool:
+        return await services.refresh_quota_async()
+
+    return job

@@ -69,6 +69,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_exporter_config_last_reload_success_timestamp_seconds", Kind.GAUGE, ()),
     ExportedMetric("m365_exporter_job_runs_total", Kind.COUNTER, ("task", "outcome")),
     ExportedMetric("m365_exporter_job_duration_seconds", Kind.HISTOGRAM, ("task",)),
+    ExportedMetric("m365_exporter_series_folded_total", Kind.COUNTER, ("family",)),
     # quota engine
     ExportedMetric("m365_quota_used", Kind.GAUGE, _QUOTA),
     ExportedMetric("m365_quota_limit", Kind.GAUGE, _QUOTA),

@@ -11,7 +11,8 @@ from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.endpoints import EndpointKind
-from m365_smtp_exporter.probes import ProbePaths, run_probe
+from m365_smtp_exporter.probes import run_probe
+from m365_smtp_exporter.probes.paths import ProbePaths
 from m365_smtp_exporter.smtp.message import TOKEN_HEADER
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
 from tests.probes.conftest import INBOX, probe

@@ -10,7 +10,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from m365_emulator.service import Emulator
-from m365_smtp_exporter.probes import ProbePaths, run_probe
+from m365_smtp_exporter.probes import run_probe
+from m365_smtp_exporter.probes.paths import ProbePaths
 from m365_smtp_exporter.smtp.replies import classify, parse_reply
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
 from tests.probes.conftest import HVE_ACCOUNT, INBOX, PASSWORD, outlook_token, probe

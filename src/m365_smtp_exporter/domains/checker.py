@@ -76,12 +76,12 @@ class DomainChecker:
         return domain_metrics(self._statuses.values())
 
     def _lookup(self) -> DnsLookup | DnsLookupError:
-        if self._resolver is not None:
-            return DnsLookup(self._resolver)
-        try:
-            return DnsLookup(make_resolver(self._config))
-        except DnsLookupError as exc:
-            return exc
+        if self._resolver is None:
+            try:  # built once per checker: resolv.conf is not re-read at every run
+                self._resolver = make_resolver(self._config)
+            except DnsLookupError as exc:
+                return exc
+        return DnsLookup(self._resolver)
 
     async def _check(self, lookup: DnsLookup | DnsLookupError, domain: str) -> DomainStatus:
         async with self._slots:

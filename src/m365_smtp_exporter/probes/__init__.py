@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from prometheus_client.metrics_core import Metric
 
 from m365_smtp_exporter.auth import TokenProvider
 from m365_smtp_exporter.config import ProbeConfig
@@ -22,14 +20,13 @@ from m365_smtp_exporter.probes.basic_auth import probe_basic_auth
 from m365_smtp_exporter.probes.direct_send import probe_direct_send
 from m365_smtp_exporter.probes.graph_sendmail import probe_graph_sendmail
 from m365_smtp_exporter.probes.hve import probe_hve
-from m365_smtp_exporter.probes.posture import AuthPosture
 from m365_smtp_exporter.probes.smtp import probe_smtp
 from m365_smtp_exporter.smtp.result import ProbeResult
 
 if TYPE_CHECKING:
     from m365_smtp_exporter.graph.client import GraphClient
 
-__all__ = ["PROBERS", "SMTP_SCOPE", "ProbeContext", "ProbePaths", "run_probe"]
+__all__ = ["PROBERS", "SMTP_SCOPE", "ProbeContext", "run_probe"]
 
 PROBERS: dict[str, Prober] = {
     "smtp": probe_smtp,
@@ -60,41 +57,3 @@ async def run_probe(
         ssl_context=ssl_context,
     )
     return await PROBERS[config.kind](config, context)
-
-
-class ProbePaths:
-    """The probe runner of the exporter: dispatch, each tenant's Graph client, posture metrics.
-
-    `graph_client_for(tenant)` returns that tenant's client (None when it has none).
-    """
-
-    def __init__(self, graph_client_for: Callable[[str], GraphClient | None]) -> None:
-        self._graph_client_for = graph_client_for
-        self.posture = AuthPosture()
-
-    def configure(self, probes: Sequence[ProbeConfig]) -> None:
-        self.posture.configure(probes)
-
-    async def run_probe(
-        self,
-        config: ProbeConfig,
-        *,
-        token_provider: TokenProvider | None = None,
-        token_scope: str = SMTP_SCOPE,
-        **options: object,
-    ) -> ProbeResult:
-        graph = (
-            self._graph_client_for(config.tenant or "") if config.kind == "graph_sendmail" else None
-        )
-        result = await run_probe(
-            config,
-            token_provider=token_provider,
-            token_scope=token_scope,
-            graph_client=graph,
-            **options,  # type: ignore[arg-type]
-        )
-        self.posture.observe(config, result)
-        return result
-
-    def collect(self) -> Iterable[Metric]:
-        return self.posture.collect()

@@ -10,38 +10,38 @@ from m365_smtp_exporter.quota.cardinality import hash_sender
 from m365_smtp_exporter.quota.tenant import TenantQuota
 
 LABELS = ["tenant", "sender", "limit"]
+# (name, help) of the per-figure families, in exposition order; quota_text.py writes the same
+# families as plain text from this one table.
+FAMILIES = (
+    (
+        "m365_quota_used",
+        "Recipients or messages counted against a sending limit in its rolling window.",
+    ),
+    (
+        "m365_quota_limit",
+        "The sending limit the usage is measured against. limit=messages_per_minute is "
+        "pacing: messages over it will be delayed by Microsoft 365, not refused.",
+    ),
+    ("m365_quota_utilization_ratio", "Usage divided by the limit."),
+    ("m365_quota_remaining", "What is left before the limit (never negative)."),
+    (
+        "m365_quota_recovery_seconds",
+        "Seconds until enough usage ages out of the window to be back under the recovery "
+        "threshold (0 when already under it).",
+    ),
+)
+PROBE_FAMILY = (
+    "m365_quota_probe_recipients",
+    "Recipients the exporter's own probes sent in the last 24 hours.",
+)
 
 
 def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], Iterator[Metric]]:
     def collect() -> Iterator[Metric]:
-        used = GaugeMetricFamily(
-            "m365_quota_used",
-            "Recipients or messages counted against a sending limit in its rolling window.",
-            labels=LABELS,
+        used, limit, ratio, remaining, recovery = (
+            GaugeMetricFamily(name, help_text, labels=LABELS) for name, help_text in FAMILIES
         )
-        limit = GaugeMetricFamily(
-            "m365_quota_limit",
-            "The sending limit the usage is measured against. limit=messages_per_minute is "
-            "pacing: messages over it will be delayed by Microsoft 365, not refused.",
-            labels=LABELS,
-        )
-        ratio = GaugeMetricFamily(
-            "m365_quota_utilization_ratio", "Usage divided by the limit.", labels=LABELS
-        )
-        remaining = GaugeMetricFamily(
-            "m365_quota_remaining", "What is left before the limit (never negative).", labels=LABELS
-        )
-        recovery = GaugeMetricFamily(
-            "m365_quota_recovery_seconds",
-            "Seconds until enough usage ages out of the window to be back under the recovery "
-            "threshold (0 when already under it).",
-            labels=LABELS,
-        )
-        probe = GaugeMetricFamily(
-            "m365_quota_probe_recipients",
-            "Recipients the exporter's own probes sent in the last 24 hours.",
-            labels=["tenant", "sender"],
-        )
+        probe = GaugeMetricFamily(*PROBE_FAMILY, labels=["tenant", "sender"])
         for tenant in tenants():
             for figure in tenant.figures:
                 labels = [tenant.name, figure.sender, figure.limit_name.value]

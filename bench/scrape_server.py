@@ -1,0 +1,201 @@
+"""The exporter under load, driven by bench_scrape.py (run in its own process).
+
+Holds N senders in one tenant's quota, changes its stores every second (a probe result, a
+job run, new trace rows and a quota refresh), and measures its own event-loop lag with a
+10 ms ticker. Prints one JSON line with its port when ready, one with the lag figures when
+the duration is over.
+
+    python bench/scrape_server.py --senders 10000 --mode subsystems --duration 20
+
+--mode baseline serves the former path: one store version for everything, the whole
+exposition re-rendered on the event loop after any change, the quota snapshot on the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from m365_smtp_exporter.app import Exporter
+from m365_smtp_exporter.collector import StoreCollector
+from m365_smtp_exporter.config import parse_config
+from m365_smtp_exporter.exposition import CachedExposition, Format
+from m365_smtp_exporter.quota import QuotaRow
+from m365_smtp_exporter.quota.metrics import quota_metrics
+from m365_smtp_exporter.smtp.result import Phase, ProbeResult
+from m365_smtp_exporter.tenants import TenantServices, TenantsSubsystem
+
+TICK = 0.010
+
+
+def config_text(senders: int) -> str:
+    return f"""
+tenants:
+  contoso:
+    tenant_id: t
+    client_id: c
+    accepted_domains: [contoso.com]
+    quota: {{top_senders: {min(senders, 10_000)}}}
+"""
+
+
+def rows(senders: int, count: int, rng: random.Random, now: float) -> list[QuotaRow]:
+    return [
+        QuotaRow(
+            sender=f"user{rng.randrange(senders):06d}@contoso.com",
+            recipient=f"r{rng.randrange(10**9)}@outside.example",
+            message_id=f"<m{rng.randrange(10**12)}@contoso.com>",
+            received_at=now - rng.uniform(0, 86_000),
+            status="delivered",
+        )
+        for _ in range(count)
+    ]
+
+
+def probe_result(now: float) -> ProbeResult:
+    return ProbeResult(
+        probe="bench",
+        target="smtp.example:587",
+        started_at=now,
+        success=True,
+        duration=0.8,
+        phases={Phase.CONNECT: 0.05, Phase.DATA: 0.75},
+    )
+
+
+def use_baseline(exporter: Exporter) -> None:
+    """Serve /metrics the way the exporter did before per-source exposition."""
+    tenants = exporter.subsystem(TenantsSubsystem)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        StoreCollector(
+            exporter.store,
+            [
+                tenants.graph_metrics,
+                quota_metrics(lambda: [s.quota for s in tenants.services.values()]),
+            ],
+        )
+    )
+    live = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=live)
+    PlatformCollector(registry=live)
+    legacy = CachedExposition(exporter.store, registry, live)
+
+    async def scrape(fmt: Format, *, compress: bool) -> bytes:
+        return legacy.render_gzip() if compress else legacy.render()
+
+    exporter.exposition.scrape = scrape  # type: ignore[method-assign]
+
+
+async def change_every_second(
+    exporter: Exporter, services: TenantServices, senders: int, baseline: bool
+) -> None:
+    rng = random.Random(11)
+    while True:
+        await asyncio.sleep(1.0)
+        now = time.time()
+        exporter.store.record_probe(probe_result(now))
+        exporter.store.record_job("probe:bench", "success", 0.8)
+        new = rows(senders, 20, rng, now)
+        if baseline:
+            services.quota.add_rows(new)
+            services.refresh_quota()  # on the loop, as the quota job did
+        else:
+            await services.ingest_rows(new)
+            await services.refresh_quota_async()
+
+
+class GcPauses:
+    """Longest garbage-collection pauses: they stop every thread, the loop included."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000)
+
+
+async def tick(lags: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(TICK)
+        lags.append(max(0.0, loop.time() - started - TICK))
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--senders", type=int, default=10_000)
+    parser.add_argument("--mode", choices=("subsystems", "baseline"), default="subsystems")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the fill")
+    parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval")
+    args = parser.parse_args()
+    if args.switch:
+        sys.setswitchinterval(args.switch)
+    exporter = Exporter(
+        parse_config(config_text(args.senders), env={}), listen_address="127.0.0.1:0"
+    )
+    await exporter.start()
+    exporter.store.sync_probes([("", "bench", "smtp.example:587")])
+    services = exporter.tenants["contoso"]
+    rng = random.Random(7)
+    now = time.time()
+    for _ in range(2):  # two rows per sender on average, in batches like pulls
+        services.quota.add_rows(rows(args.senders, args.senders, rng, now))
+    services.refresh_quota()
+    if args.freeze:
+        # what `serve_forever` does after start-up, here after the fill: the held senders
+        # are start-up state, out of every later full collection
+        gc.collect()
+        gc.freeze()
+    baseline = args.mode == "baseline"
+    if baseline:
+        use_baseline(exporter)
+    exposition_bytes = len(exporter.exposition.render())
+    print("BENCH", json.dumps({"port": exporter.bound_port, "bytes": exposition_bytes}), flush=True)
+    lags: list[float] = []
+    gc_pauses = GcPauses()
+    tasks = [
+        asyncio.create_task(tick(lags)),
+        asyncio.create_task(change_every_second(exporter, services, args.senders, baseline)),
+    ]
+    await asyncio.sleep(args.duration)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await exporter.stop()
+    ms = sorted(lag * 1000 for lag in lags)
+    print(
+        "BENCH",
+        json.dumps(
+            {
+                "lag_p50_ms": statistics.median(ms),
+                "lag_p99_ms": ms[int(0.99 * (len(ms) - 1))],
+                "lag_max_ms": ms[-1],
+                "ticks": len(ms),
+                "gc_max_ms": max(gc_pauses.pauses, default=0.0),
+                "gc_total_ms": sum(gc_pauses.pauses),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
