@@ -6,8 +6,12 @@ model dump, repr or validation error never shows them.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -21,17 +25,34 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from m365_smtp_exporter.bounded_files import (
+    CONFIG_FILE_LIMIT,
+    SECRET_FILE_LIMIT,
+    UnreadableFileError,
+    read_bounded_text,
+)
+from m365_smtp_exporter.strict_yaml import YamlRefused, load_strict
+
 DEFAULT_LISTEN_ADDRESS = ":9587"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Prometheus durations: units required, compound allowed ("1h30m"); one decimal unit too ("1.5s").
+_DURATION_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_COMPOUND_DURATION = re.compile(
+    r"(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?"
+)
+_DECIMAL_DURATION = re.compile(r"([0-9]+\.[0-9]+)(ms|s|m|h|d|w)")
+_DURATION_HELP = "must be a duration with a unit, like 30s, 5m or 1h30m"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+# Every pattern below is used with fullmatch: "$" would accept a trailing newline.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+_LOCAL_PART = re.compile(r"[^@\s<>\x00-\x1f\x7f]{1,64}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConfigError(Exception):
@@ -43,16 +64,31 @@ class ConfigError(Exception):
 
 
 def _parse_duration(value: object) -> object:
-    """Accept 60, 60.0, "60s", "500ms", "5m", "1h", "1d"; return seconds as float."""
+    """Accept "30s", "500ms", "5m", "1h30m", "1d", "1.5s" (and 0); return seconds as float.
+
+    A bare number is refused: `interval: 30` could mean seconds or minutes."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration like 30s, 5m or 1h")
+        raise ValueError(_DURATION_HELP)
     if isinstance(value, int | float):
-        return float(value)
+        if value == 0:
+            return 0.0
+        raise ValueError(f"{_DURATION_HELP} (got {value:g} without a unit)")
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError("must be a duration like 30s, 5m or 1h")
+        text = value.strip()
+        if text == "0":
+            return 0.0
+        decimal = _DECIMAL_DURATION.fullmatch(text)
+        if decimal:
+            return float(decimal.group(1)) * _DURATION_UNITS[decimal.group(2)]
+        compound = _COMPOUND_DURATION.fullmatch(text)
+        if text and compound:
+            units = ("w", "d", "h", "m", "s", "ms")
+            return sum(
+                int(amount) * _DURATION_UNITS[unit]
+                for amount, unit in zip(compound.groups(), units, strict=True)
+                if amount is not None
+            )
+    raise ValueError(_DURATION_HELP)
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
@@ -62,22 +98,76 @@ def _matching(pattern: str, what: str) -> Any:
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not compiled.fullmatch(value):
             raise ValueError(f"{value!r} is not {what}")
         return value
 
     return AfterValidator(check)
 
 
+def is_domain_name(value: str) -> bool:
+    """An ASCII (or IDNA "xn--") DNS name of at least two labels, optional final dot."""
+    name = value[:-1] if value.endswith(".") else value
+    labels = name.split(".")
+    return (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _domain(value: str) -> str:
+    if not is_domain_name(value):
+        raise ValueError(f"{value!r} is not a domain name")
+    return value
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not _LOCAL_PART.fullmatch(local) or not is_domain_name(domain):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _host(value: str) -> str:
+    """A DNS name (one label allowed: "localhost", a container name) or an IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not all(_HOST_LABEL.fullmatch(label) for label in value.removesuffix(".").split(".")):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (newline, tab, escape...)")
+    return value
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    """`*_file` paths are relative to the configuration file's folder, as in Prometheus."""
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
 Name = Annotated[str, _matching(_NAME, "a valid name (letters, digits, '_', '.', '-')")]
-Address = Annotated[str, _matching(_ADDRESS, "an e-mail address")]
+Address = Annotated[str, AfterValidator(_address)]
+DomainName = Annotated[str, AfterValidator(_domain)]
+HostName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_host)]
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 
 
 def _read_secret_file(field: str, path: Path) -> SecretStr:
     try:
-        return SecretStr(path.read_text(encoding="utf-8").strip())
-    except OSError as exc:
-        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+        return SecretStr(read_bounded_text(path, SECRET_FILE_LIMIT).strip())
+    except UnreadableFileError as exc:
+        raise ValueError(f"{field}: {exc}") from None
 
 
 class StrictModel(BaseModel):
@@ -127,15 +217,15 @@ class TenantConfig(StrictModel):
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    certificate_file: Path | None = None
+    client_secret_file: ConfigPath | None = None
+    certificate_file: ConfigPath | None = None
     certificate_password: SecretStr | None = None
     authority: str = "https://login.microsoftonline.com"
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     smtp_scope: str = "https://outlook.office365.com/.default"
     graph_scope: str = "https://graph.microsoft.com/.default"
-    ca_file: Path | None = None  # extra CA for the token and Graph endpoints (emulator, proxies)
-    accepted_domains: list[str] = Field(default_factory=list)
+    ca_file: ConfigPath | None = None  # extra CA for the token and Graph endpoints (emulator, proxies)
+    accepted_domains: list[DomainName] = Field(default_factory=list)
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
@@ -168,7 +258,7 @@ class AuthConfig(StrictModel):
     mechanism: Literal["xoauth2", "login", "plain", "none"] = "none"
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:
@@ -203,11 +293,11 @@ class ProbeConfig(StrictModel):
 
     name: Name
     tenant: str | None = None
-    host: str = Field(min_length=1)
+    host: HostName
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
     server_name: str | None = None
     min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     auth: AuthConfig = AuthConfig()
@@ -215,7 +305,7 @@ class ProbeConfig(StrictModel):
     ehlo_name: str | None = None
     mail_from: Address
     rcpt_to: list[Address] = Field(min_length=1, max_length=100)
-    subject: str = "m365-smtp-exporter probe"
+    subject: Annotated[str, AfterValidator(_no_control)] = "m365-smtp-exporter probe"
     interval: Duration = 60.0
     timeout: Duration = 30.0
     jitter: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 5.0
@@ -250,7 +340,7 @@ class ProbeConfig(StrictModel):
 class DomainChecksConfig(StrictModel):
     """Sending-domain authentication posture (SPF, DKIM, DMARC) checked through DNS."""
 
-    names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(default_factory=list)
+    names: list[DomainName] = Field(default_factory=list)
     interval: Duration = 3600.0
     timeout: Duration = 10.0
     nameservers: list[str] = Field(default_factory=list)  # empty: the system resolver
@@ -260,7 +350,7 @@ class DomainChecksConfig(StrictModel):
 
 class Config(StrictModel):
     # Pending delivery checks survive restarts here (None: kept in memory only).
-    state_file: Path | None = None
+    state_file: ConfigPath | None = None
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     probes: list[ProbeConfig] = Field(default_factory=list)
     domains: DomainChecksConfig = DomainChecksConfig()
@@ -313,6 +403,49 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc` (walking lists, dicts and options)."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (list, dict):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` -> X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.DOTALL)
 
 
@@ -323,7 +456,7 @@ def format_errors(exc: ValidationError) -> list[str]:
     for error in exc.errors(include_url=False, include_input=False):
         path = _loc_to_path(tuple(p for p in error["loc"] if p != "[key]"))
         if error["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown field")
+            lines.append(f"{path}: unknown field{_did_you_mean(error['loc'])}")
             continue
         message = error["msg"]
         if error["type"] != "value_error":
@@ -367,9 +500,13 @@ def _join(path: str, key: str) -> str:
 
 
 def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
-    """The YAML document as a mapping (empty for an empty file); ConfigError otherwise."""
+    """The YAML document as a mapping (empty for an empty file); ConfigError otherwise.
+
+    Duplicate keys and alias bombs are refused (see `strict_yaml`)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_strict(text)
+    except YamlRefused as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -382,24 +519,48 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     return raw
 
 
+def _idle_parts(config: Config) -> list[str]:
+    """Configured things that would silently do nothing: they are errors, not no-ops."""
+    if not config.tenants and not config.probes and not config.domains.names:
+        return ["config: nothing to do: configure at least one probe, tenant or domain"]
+    used = {probe.tenant for probe in config.probes}
+    return [
+        f"tenants.{name}: no client_secret, client_secret_file or certificate_file and no "
+        "probe uses this tenant: it would do nothing"
+        for name, tenant in config.tenants.items()
+        if not tenant.has_credentials and name not in used
+    ]
+
+
 def parse_config(
-    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
+    text: str,
+    env: Mapping[str, str] | None = None,
+    source: str = "<config>",
+    base_dir: Path | None = None,
 ) -> Config:
-    """Parse and validate YAML text. Raises ConfigError listing every problem."""
+    """Parse and validate YAML text. Raises ConfigError listing every problem.
+
+    Relative `*_file` paths resolve from `base_dir` (the config file's folder)."""
     raw = load_yaml_mapping(text, source)
+    if not raw:
+        raise ConfigError([f"{source}: the configuration is empty"])
     errors: list[str] = []
     expanded = _expand_env(raw, "", os.environ if env is None else env, errors)
     if errors:
         raise ConfigError(errors)
     try:
-        return Config.model_validate(expanded)
+        config = Config.model_validate(expanded, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
+    idle = _idle_parts(config)
+    if idle:
+        raise ConfigError(idle)
+    return config
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_config(text, env, source=str(path))
+        text = read_bounded_text(path, CONFIG_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    return parse_config(text, env, source=str(path), base_dir=path.parent)
