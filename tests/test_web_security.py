@@ -375,7 +375,7 @@ def test_key_that_belongs_to_another_certificate(pki: Pki, tmp_path: Path) -> No
 
 def test_check_config_validates_the_web_config(pki: Pki, tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
-    config.write_text("probes: []\n")
+    config.write_text("domains: {names: [example.com]}\n")
     web = write_web_config(
         tmp_path,
         f"tls_server_config: {{cert_file: tls/server.pem, key_file: tls/server.key}}\n"
@@ -417,7 +417,7 @@ async def exporter_process(*args: str) -> asyncio.subprocess.Process:
 
 async def test_run_serves_https_with_basic_auth(pki: Pki, tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
-    config.write_text("probes: []\n")
+    config.write_text("domains: {names: [example.com]}\n")
     web = write_web_config(
         tmp_path,
         "tls_server_config: {cert_file: tls/server.pem, key_file: tls/server.key}\n"
@@ -462,7 +462,7 @@ async def test_run_serves_https_with_basic_auth(pki: Pki, tmp_path: Path) -> Non
 
 async def test_run_refuses_an_invalid_web_config(tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
-    config.write_text("probes: []\n")
+    config.write_text("domains: {names: [example.com]}\n")
     invalid = TESTDATA / "invalid-verify-without-ca.yml"
     process = await exporter_process(
         "--config.file", str(config), "--web.config.file", str(invalid)

@@ -63,15 +63,16 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def _parse_duration(value: object) -> object:
+def _parse_duration(value: object, info: ValidationInfo) -> object:
     """Accept "30s", "500ms", "5m", "1h30m", "1d", "1.5s" (and 0); return seconds as float.
 
-    A bare number is refused: `interval: 30` could mean seconds or minutes."""
+    In a configuration file a bare number is refused: `interval: 30` could mean seconds or
+    minutes. Code building models directly passes seconds as numbers."""
     if isinstance(value, bool):
         raise ValueError(_DURATION_HELP)
     if isinstance(value, int | float):
-        if value == 0:
-            return 0.0
+        if value == 0 or not _from_file(info):
+            return float(value)
         raise ValueError(f"{_DURATION_HELP} (got {value:g} without a unit)")
     if isinstance(value, str):
         text = value.strip()
@@ -146,6 +147,10 @@ def _no_control(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters (newline, tab, escape...)")
     return value
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("from_file"))
 
 
 def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
@@ -224,7 +229,9 @@ class TenantConfig(StrictModel):
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     smtp_scope: str = "https://outlook.office365.com/.default"
     graph_scope: str = "https://graph.microsoft.com/.default"
-    ca_file: ConfigPath | None = None  # extra CA for the token and Graph endpoints (emulator, proxies)
+    ca_file: ConfigPath | None = (
+        None  # extra CA for the token and Graph endpoints (emulator, proxies)
+    )
     accepted_domains: list[DomainName] = Field(default_factory=list)
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
@@ -549,7 +556,7 @@ def parse_config(
     if errors:
         raise ConfigError(errors)
     try:
-        config = Config.model_validate(expanded, context={"base_dir": base_dir})
+        config = Config.model_validate(expanded, context={"base_dir": base_dir, "from_file": True})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
     idle = _idle_parts(config)
