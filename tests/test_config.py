@@ -27,7 +27,8 @@ INVALID: dict[str, list[str]] = {
         "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m"
     ],
     "invalid-unitless-duration.yml": [
-        "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m (got 30 without a unit)"
+        "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m "
+        "(got 30 without a unit)"
     ],
     "invalid-compound-duration.yml": [
         "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m"

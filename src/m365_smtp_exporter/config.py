@@ -36,7 +36,7 @@ from m365_smtp_exporter.bounded_files import (
     UnreadableFileError,
     read_bounded_text,
 )
-from m365_smtp_exporter.strict_yaml import YamlRefused, load_strict
+from m365_smtp_exporter.strict_yaml import YamlRefusedError, load_strict
 
 DEFAULT_LISTEN_ADDRESS = ":9587"
 
@@ -512,7 +512,7 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     Duplicate keys and alias bombs are refused (see `strict_yaml`)."""
     try:
         raw = load_strict(text)
-    except YamlRefused as exc:
+    except YamlRefusedError as exc:
         raise ConfigError([f"{source}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -17,7 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_EXPANDED_NODES = 100_000
 
 
-class YamlRefused(Exception):
+class YamlRefusedError(Exception):
     """The document is refused; the message names the problem and, when known, the line."""
 
 
@@ -29,14 +29,16 @@ class StrictSafeLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)
             except TypeError:  # unhashable key: the base class reports it
                 continue
             line = key_node.start_mark.line + 1
             if first is not None:
-                raise YamlRefused(f"duplicate key {key!r} at line {line} (first at line {first})")
+                raise YamlRefusedError(
+                    f"duplicate key {key!r} at line {line} (first at line {first})"
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -59,22 +61,22 @@ def _expanded_size(node: Node, memo: dict[int, int], limit: int) -> int:
             if size > limit:
                 break
     elif not isinstance(node, ScalarNode):  # pragma: no cover - PyYAML has no other kinds
-        raise YamlRefused(f"unexpected YAML node {type(node).__name__}")
+        raise YamlRefusedError(f"unexpected YAML node {type(node).__name__}")
     memo[id(node)] = size
     return size
 
 
 def load_strict(text: str, max_nodes: int = MAX_EXPANDED_NODES) -> Any:
-    """The single document in `text`; raises YamlRefused or yaml.YAMLError."""
+    """The single document in `text`; raises YamlRefusedError or yaml.YAMLError."""
     loader = StrictSafeLoader(text)
     try:
-        node = loader.get_single_node()  # type: ignore[no-untyped-call]
+        node = loader.get_single_node()
         if node is None:
             return None
         if _expanded_size(node, {}, max_nodes) > max_nodes:
-            raise YamlRefused(
+            raise YamlRefusedError(
                 f"aliases expand the document past {max_nodes} values (an alias bomb?)"
             )
-        return loader.construct_document(node)  # type: ignore[no-untyped-call]
+        return loader.construct_document(node)
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()

@@ -40,6 +40,7 @@ def printable(text: str, *, keep_newlines: bool = False) -> str:
 
 def network_text(raw: str | bytes, *, keep_newlines: bool = True) -> str:
     """Decode and neutralise in one step: what every network text goes through first.
-    CRLF line ends count as newlines and tabs as spaces; a lone CR (which erases a terminal line) does not."""
+    CRLF line ends count as newlines and tabs as spaces; a lone CR (which erases a
+    terminal line) does not."""
     text = from_network(raw).replace("\r\n", "\n").replace("\t", " ")
     return printable(text, keep_newlines=keep_newlines)
