@@ -36,6 +36,7 @@ from m365_smtp_exporter.bounded_files import (
     UnreadableFileError,
     read_bounded_text,
 )
+from m365_smtp_exporter.logs import register_secret
 from m365_smtp_exporter.strict_yaml import YamlRefusedError, load_strict
 
 DEFAULT_LISTEN_ADDRESS = ":9587"
@@ -252,6 +253,10 @@ class TenantConfig(StrictModel):
         if self.client_secret_file is not None:
             secret = _read_secret_file("client_secret_file", self.client_secret_file)
             object.__setattr__(self, "client_secret", secret)
+        # a server may echo them back: every text shown anywhere must be able to remove them
+        register_secret(
+            *(s.get_secret_value() for s in (self.client_secret, self.certificate_password) if s)
+        )
         if self.certificate_file is not None and not self.certificate_file.is_file():
             raise ValueError(f"certificate_file: file {self.certificate_file} does not exist")
         return self
@@ -274,6 +279,8 @@ class AuthConfig(StrictModel):
         if self.password_file is not None:
             secret = _read_secret_file("password_file", self.password_file)
             object.__setattr__(self, "password", secret)
+        if self.password is not None:
+            register_secret(self.password.get_secret_value())
         if self.mechanism in ("login", "plain"):
             if not self.username:
                 raise ValueError(f"username: mechanism {self.mechanism} needs a username")
