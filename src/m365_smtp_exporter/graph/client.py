@@ -46,6 +46,7 @@ from m365_smtp_exporter.graph.errors import (
 )
 from m365_smtp_exporter.graph.links import LinkGuard, max_pages_for
 from m365_smtp_exporter.graph.transport import (
+    MAX_BODY_BYTES,
     CountingTransport,
     GraphRequestStats,
     reserved_slot,
@@ -114,6 +115,7 @@ class GraphClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         """`transport` replaces the default `httpx.AsyncHTTPTransport` (then `ca_file` is
         unused); the client owns and closes it either way. The token provider is not closed:
@@ -127,7 +129,7 @@ class GraphClient:
             raise ValueError(f"graph base URL {base_url!r} has no host")
         inner = transport or httpx.AsyncHTTPTransport(verify=_verify(ca_file))
         self._transport = CountingTransport(
-            inner, budget, self.requests, origin=httpx.URL(self.base_url)
+            inner, budget, self.requests, origin=httpx.URL(self.base_url), max_body=max_body
         )
         self._http = httpx.AsyncClient(
             transport=self._transport,

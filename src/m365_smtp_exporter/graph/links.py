@@ -8,7 +8,7 @@ request is never sent, so no token goes with it.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from m365_smtp_exporter.graph.errors import ForeignRequestError
 
@@ -22,6 +22,11 @@ def _place(url: str) -> tuple[str, str, int | None, str]:
     except ValueError:  # a port that is no number
         port = -1
     return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path
+
+
+def _same_page_key(url: str) -> str:
+    """Equal for two spellings of one page ("$top" and "%24top")."""
+    return unquote(urlsplit(url).query)
 
 
 def max_pages_for(top: int, budget_limit: int) -> int:
@@ -38,7 +43,7 @@ class LinkGuard:
         self._first = _place(first_url)
         self._max_pages = max_pages
         self._pages = 1
-        self._seen: set[str] = {first_url}
+        self._seen: set[str] = {_same_page_key(first_url)}
 
     def check(self, link: str) -> str:
         """`link`, if it may be followed; ForeignRequestError otherwise."""
@@ -47,10 +52,11 @@ class LinkGuard:
             raise ForeignRequestError("nextLink points to another origin: not followed")
         if place[3] != self._first[3]:
             raise ForeignRequestError("nextLink points to another path: not followed")
-        if link in self._seen:
+        key = _same_page_key(link)
+        if key in self._seen:
             raise ForeignRequestError("nextLink repeats an earlier page: not followed")
         if self._pages >= self._max_pages:
             raise ForeignRequestError(f"more than {self._max_pages} pages in one pull")
         self._pages += 1
-        self._seen.add(link)
+        self._seen.add(key)
         return link
