@@ -31,9 +31,11 @@ from pydantic import (
 )
 
 from m365_smtp_exporter.bounded_files import (
+    CERTIFICATE_FILE_LIMIT,
     CONFIG_FILE_LIMIT,
     SECRET_FILE_LIMIT,
     UnreadableFileError,
+    read_bounded,
     read_bounded_text,
 )
 from m365_smtp_exporter.logs import register_secret
@@ -176,6 +178,14 @@ def _read_secret_file(field: str, path: Path) -> SecretStr:
         raise ValueError(f"{field}: {exc}") from None
 
 
+def _check_bounded_file(field: str, path: Path) -> None:
+    """A certificate or CA file other libraries will read: a small regular file, now."""
+    try:
+        read_bounded(path, CERTIFICATE_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        raise ValueError(f"{field}: {exc}" if field else str(exc)) from None
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -257,8 +267,10 @@ class TenantConfig(StrictModel):
         register_secret(
             *(s.get_secret_value() for s in (self.client_secret, self.certificate_password) if s)
         )
-        if self.certificate_file is not None and not self.certificate_file.is_file():
-            raise ValueError(f"certificate_file: file {self.certificate_file} does not exist")
+        if self.certificate_file is not None:
+            _check_bounded_file("certificate_file", self.certificate_file)
+        if self.ca_file is not None:
+            _check_bounded_file("ca_file", self.ca_file)
         return self
 
     @property
@@ -328,8 +340,8 @@ class ProbeConfig(StrictModel):
     @field_validator("ca_file")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {value} does not exist")
+        if value is not None:
+            _check_bounded_file("", value)
         return value
 
     @model_validator(mode="after")

@@ -99,3 +99,20 @@ def test_web_config_files_are_bounded_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_web_security(cert)
     assert raised.value.errors[0] == "tls_server_config.cert_file: /dev/zero is not a regular file"
+
+
+def test_certificate_and_ca_files_are_bounded(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "cert.fifo")
+    (tmp_path / "ca.pem").write_bytes(b"x" * (2 * 1024 * 1024))
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "tenants:\n  contoso: {tenant_id: t, client_id: c, certificate_file: cert.fifo,"
+        " ca_file: ca.pem}\n"
+    )
+    assert refused(config) == [
+        f"tenants.contoso.certificate_file: {tmp_path}/cert.fifo is not a regular file"
+    ]
+    config.write_text(
+        "tenants:\n  contoso: {tenant_id: t, client_id: c, client_secret: s, ca_file: ca.pem}\n"
+    )
+    assert refused(config) == [f"tenants.contoso.ca_file: {tmp_path}/ca.pem is larger than 1 MiB"]
