@@ -22,7 +22,8 @@ SECRET = "canary~client~secret~66120"
 async def echoing_token_endpoint(request: web.Request) -> web.Response:
     form = await request.post()
     sent = str(form.get("client_secret", ""))
-    encoded = base64.b64encode(f"{form.get('client_id')}:{sent}".encode()).decode()
+    client_id = str(form.get("client_id", ""))
+    encoded = base64.b64encode(f"{client_id}:{sent}".encode()).decode()
     return web.json_response(
         {
             "error": "invalid_client",
@@ -52,7 +53,7 @@ async def test_an_echoed_client_secret_never_shows(tmp_path: Path, tenant_id: st
     tenant = TenantConfig(
         tenant_id=tenant_id,
         client_id="app-id",
-        client_secret=SECRET,  # type: ignore[arg-type]
+        client_secret=SECRET,
         authority=f"https://127.0.0.1:{port}",
         ca_file=tmp_path / "ca.pem",
     )
