@@ -44,6 +44,12 @@ INVALID: dict[str, list[str]] = {
         "domains.names[1]: 'contoso.com\\n' is not a domain name",
     ],
     "invalid-empty.yml": ["{path}: the configuration is empty"],
+    "invalid-host-names.yml": [
+        "probes[0].host: 'smtp.office365.com\\n' is not a host name or IP address",
+        "probes[0].server_name: '-bad-' is not a host name or IP address",
+        "probes[0].ehlo_name: 'prober.example\\r\\nRCPT TO:<everyone@contoso.com>' is not a host "
+        "name or IP address",
+    ],
     "invalid-idle-tenant.yml": [
         "tenants.contoso: no client_secret, client_secret_file or certificate_file and no "
         "probe uses this tenant: it would do nothing"

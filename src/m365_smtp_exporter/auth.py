@@ -39,7 +39,7 @@ class StaticTokenProvider:
     """Always the same token (tests, or a token minted elsewhere)."""
 
     def __init__(self, token: str) -> None:
-        register_secret(token)
+        register_secret(token, transient=True)
         self._token = token
 
     async def get_token(self, scope: str) -> str:
@@ -102,7 +102,7 @@ class AzureTokenProvider:
                 raise TokenError(_first_line(str(exc))) from None
             except (OSError, ValueError) as exc:
                 raise TokenError(f"{type(exc).__name__}: {_first_line(str(exc))}") from None
-            register_secret(token.token)
+            register_secret(token.token, transient=True)
             self._cache[scope] = token
             return token.token
 

@@ -171,6 +171,20 @@ HostName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_h
 ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
 
 
+def _ehlo(value: str) -> str:
+    """A host name or an address literal ("[192.0.2.1]"): it goes into the EHLO line."""
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            ipaddress.ip_address(value[1:-1].removeprefix("IPv6:"))
+            return value
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address literal") from None
+    return _host(value)
+
+
+EhloName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_ehlo)]
+
+
 def _read_secret_file(field: str, path: Path) -> SecretStr:
     try:
         return SecretStr(read_bounded_text(path, SECRET_FILE_LIMIT).strip())
@@ -324,11 +338,11 @@ class ProbeConfig(StrictModel):
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
     ca_file: ConfigPath | None = None
-    server_name: str | None = None
+    server_name: HostName | None = None
     min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     auth: AuthConfig = AuthConfig()
     allow_insecure_auth: bool = False
-    ehlo_name: str | None = None
+    ehlo_name: EhloName | None = None
     mail_from: Address
     rcpt_to: list[Address] = Field(min_length=1, max_length=100)
     subject: Annotated[str, AfterValidator(_no_control)] = "m365-smtp-exporter probe"

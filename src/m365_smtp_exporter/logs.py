@@ -89,17 +89,20 @@ class _SecretSet:
 # Secrets learnt while running (bearer tokens, secrets read by a one-off `probe` command):
 # every Redactor also removes these, because the texts that may echo them (SMTP replies,
 # token endpoint errors) are produced deep in the probe stack, away from any Redactor.
+# Configured secrets are few and kept; tokens are renewed hourly and only the recent ones kept.
+_CONFIGURED = _SecretSet()
 _RUNTIME = _SecretSet(keep=_RUNTIME_SECRETS_KEPT)
 
 
-def register_secret(*secrets: str) -> None:
-    """Make every redaction (logs, transcripts, probe results) remove these values."""
-    _RUNTIME.add(secrets)
+def register_secret(*secrets: str, transient: bool = False) -> None:
+    """Make every redaction (logs, transcripts, probe results) remove these values;
+    `transient` ones (tokens) are forgotten after the newest few dozen."""
+    (_RUNTIME if transient else _CONFIGURED).add(secrets)
 
 
 def redact(text: str) -> str:
     """`text` without any registered secret, plain or base64, nor secret-shaped strings."""
-    value = _RUNTIME.redact(text)
+    value = _RUNTIME.redact(_CONFIGURED.redact(text))
     for pattern in _SENSITIVE_PATTERNS:
         value = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + _REDACTED, value)
     return value
@@ -114,7 +117,7 @@ class Redactor:
     def add(self, secrets: Iterable[str]) -> None:
         values = list(secrets)
         self._secrets.add(values)
-        _RUNTIME.add(values)  # texts built outside the logging pipeline see them too
+        _CONFIGURED.add(values)  # texts built outside the logging pipeline see them too
 
     def text(self, value: str) -> str:
         return redact(self._secrets.redact(value))
