@@ -144,3 +144,10 @@ async def test_a_redirect_to_another_path_spends_the_budget(graph: HostileGraph)
         await GraphTracePages(client, []).first_page(WINDOW, 5000)
         assert [path for path, _ in graph.seen] == [TRACES, "/v1.0/users/elsewhere/messages"]
         assert client.budget.spent() == 2  # the redirected request counted too
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), 1e12, 31 * 365 * 86400.0])
+def test_no_caller_can_block_the_budget_for_more_than_ten_minutes(seconds: float) -> None:
+    budget = RequestBudget(limit=50)
+    budget.block_for(seconds)
+    assert 0 < budget.seconds_until_available() <= 600
