@@ -12,7 +12,7 @@ import ipaddress
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -56,7 +56,9 @@ class BasicAuthGuard:
     Successful checks are remembered under a keyed hash of the credentials: a scrape every
     few seconds must not pay for bcrypt each time, and a remembered login never waits
     behind a flood of wrong guesses. Other checks run off the event loop on a small pool;
-    at most `max_pending` are admitted at once, the rest are refused with 429 at once.
+    at most `max_pending` are admitted at once, and at most `max_pending_per_client` from one
+    client address, so one flooding host cannot take every slot from the real Prometheus;
+    the rest are refused with 429 at once.
     Unknown users take an admission slot too and wait as long as a recent real check took,
     without hashing: the answer neither costs CPU nor tells whether the user exists.
     """
@@ -70,6 +72,7 @@ class BasicAuthGuard:
         cache_size: int = 64,
         workers: int = DEFAULT_WORKERS,
         max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_per_client: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._users = {name.encode(): hashed.encode("ascii") for name, hashed in users.items()}
@@ -81,25 +84,31 @@ class BasicAuthGuard:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
         self._workers = asyncio.Semaphore(workers)
         self._max_pending = max_pending
+        self._max_per_client = max_pending_per_client or max(1, max_pending // 4)
         self._pending = 0
+        self._pending_by_client: Counter[str] = Counter()
         self._clock = clock
         cost = max((bcrypt_cost(h) for h in self._users.values()), default=10)
         # Until a real check has been timed: bcrypt doubles per cost step, ~60 ms at 10.
         self._typical_check = 0.06 * 2.0 ** (cost - 10)
         self.refused_busy = 0  # checks refused because the queue was full
 
-    async def verify(self, user: bytes, password: bytes) -> bool:
+    async def verify(self, user: bytes, password: bytes, client: str = "") -> bool:
         """True for a known user with the right password; AuthBusyError when the queue of
-        password checks is full."""
+        password checks (overall, or from `client`) is full."""
         hashed = self._users.get(user)
         key = self._credential_key(user, hashed or b"", password)
         if hashed is not None and key in self._verified:
             self._verified.move_to_end(key)
             return True
-        if self._pending >= self._max_pending:
+        if (
+            self._pending >= self._max_pending
+            or self._pending_by_client[client] >= self._max_per_client
+        ):
             self.refused_busy += 1
             raise AuthBusyError
         self._pending += 1
+        self._pending_by_client[client] += 1
         try:
             if hashed is None or len(password) > BCRYPT_MAX_PASSWORD:
                 # refused without hashing, after about as long as a real check
@@ -112,6 +121,9 @@ class BasicAuthGuard:
                 self._typical_check = 0.8 * self._typical_check + 0.2 * (self._clock() - started)
         finally:
             self._pending -= 1
+            self._pending_by_client[client] -= 1
+            if not self._pending_by_client[client]:
+                del self._pending_by_client[client]
         if not matches:
             return False
         self._verified[key] = None
@@ -131,7 +143,9 @@ class BasicAuthGuard:
 
     async def _authorized(self, request: web.Request) -> bool:
         credentials = parse_basic_auth(request.headers.get("Authorization", ""))
-        return credentials is not None and await self.verify(*credentials)
+        return credentials is not None and await self.verify(
+            *credentials, client=request.remote or ""
+        )
 
     def middleware(self) -> Middleware:
         @web.middleware
