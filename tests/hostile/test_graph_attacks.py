@@ -151,3 +151,18 @@ def test_no_caller_can_block_the_budget_for_more_than_ten_minutes(seconds: float
     budget = RequestBudget(limit=50)
     budget.block_for(seconds)
     assert 0 < budget.seconds_until_available() <= 600
+
+
+def test_link_guard_accepts_microsofts_own_next_links() -> None:
+    from m365_smtp_exporter.graph.links import LinkGuard
+
+    first = "https://graph.microsoft.com/v1.0/admin/exchange/tracing/messageTraces?$top=5000"
+    guard = LinkGuard(first, max_pages=3)
+    for token in ("a", "b"):
+        link = (
+            "https://graph.microsoft.com:443/v1.0/admin/exchange/tracing/messagetraces"
+            f"?$top=5000&$skiptoken={token}"
+        )
+        assert guard.check(link) == link
+    with pytest.raises(ForeignRequestError, match="more than 3 pages"):
+        guard.check(first + "&$skiptoken=c")

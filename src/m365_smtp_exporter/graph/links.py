@@ -21,7 +21,8 @@ def _place(url: str) -> tuple[str, str, int | None, str]:
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:  # a port that is no number
         port = -1
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path
+    # Graph paths are case-insensitive ("messageTraces" may come back as "messagetraces")
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path.lower()
 
 
 def _same_page_key(url: str) -> str:
