@@ -6,6 +6,7 @@ model dump, repr or validation error never shows them.
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import ipaddress
 import os
@@ -604,3 +605,9 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except UnreadableFileError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
     return parse_config(text, env, source=str(path), base_dir=path.parent)
+
+
+async def load_config_off_loop(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """`load_config` in a worker thread: a reload (SIGHUP, /-/reload) never stalls
+    `/metrics`, even for a file at the size and alias limits."""
+    return await asyncio.to_thread(load_config, path, env)

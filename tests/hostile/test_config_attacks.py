@@ -116,3 +116,25 @@ def test_certificate_and_ca_files_are_bounded(tmp_path: Path) -> None:
         "tenants:\n  contoso: {tenant_id: t, client_id: c, client_secret: s, ca_file: ca.pem}\n"
     )
     assert refused(config) == [f"tenants.contoso.ca_file: {tmp_path}/ca.pem is larger than 1 MiB"]
+
+
+async def test_a_reload_can_read_the_config_off_the_event_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    from m365_smtp_exporter.config import load_config_off_loop
+
+    config = tmp_path / "c.yml"
+    config.write_text("domains: {names: [contoso.com]}\n")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    loaded = await load_config_off_loop(config, env={})
+    task.cancel()
+    assert loaded.domains.names == ["contoso.com"]
+    assert ticks > 0  # the loop kept running while the file was read and validated
