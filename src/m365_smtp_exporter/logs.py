@@ -34,6 +34,9 @@ _BASE64_RUN = "[A-Za-z0-9+/_-]*"
 # Tokens are renewed hourly: keep the recent ones only, a day's worth is plenty.
 _RUNTIME_SECRETS_KEPT = 64
 _MIN_SECRET = 4  # shorter values would redact ordinary words; they are no real secrets
+# Tokens are JWTs of a thousand characters; a short "token" is a test double or garbage and
+# would otherwise redact an ordinary word ("expired") everywhere for the rest of the run.
+_MIN_TOKEN = 16
 
 
 def base64_cores(secret: str) -> set[str]:
@@ -59,14 +62,15 @@ def base64_cores(secret: str) -> set[str]:
 class _SecretSet:
     """Secret values and the patterns that find them, plain or base64-encoded."""
 
-    def __init__(self, keep: int | None = None) -> None:
+    def __init__(self, keep: int | None = None, min_length: int = _MIN_SECRET) -> None:
         self._values: deque[str] = deque(maxlen=keep)
+        self._min_length = min_length
         self._pattern: re.Pattern[str] | None = None
         self._lock = threading.Lock()
 
     def add(self, secrets: Iterable[str]) -> None:
         with self._lock:
-            fresh = [s for s in secrets if len(s) >= _MIN_SECRET and s not in self._values]
+            fresh = [s for s in secrets if len(s) >= self._min_length and s not in self._values]
             if not fresh:
                 return
             self._values.extend(fresh)
@@ -91,7 +95,7 @@ class _SecretSet:
 # token endpoint errors) are produced deep in the probe stack, away from any Redactor.
 # Configured secrets are few and kept; tokens are renewed hourly and only the recent ones kept.
 _CONFIGURED = _SecretSet()
-_RUNTIME = _SecretSet(keep=_RUNTIME_SECRETS_KEPT)
+_RUNTIME = _SecretSet(keep=_RUNTIME_SECRETS_KEPT, min_length=_MIN_TOKEN)
 
 
 def register_secret(*secrets: str, transient: bool = False) -> None:
