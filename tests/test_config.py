@@ -23,7 +23,45 @@ INVALID: dict[str, list[str]] = {
         "the probe's tenant must have app credentials"
     ],
     "invalid-duplicate-name.yml": ["probes[1].name: duplicate probe name 'submission'"],
-    "invalid-duration.yml": ["probes[0].interval: must be a duration like 30s, 5m or 1h"],
+    "invalid-duration.yml": [
+        "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m"
+    ],
+    "invalid-unitless-duration.yml": [
+        "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m "
+        "(got 30 without a unit)"
+    ],
+    "invalid-compound-duration.yml": [
+        "probes[0].interval: must be a duration with a unit, like 30s, 5m or 1h30m"
+    ],
+    "invalid-alias-bomb.yml": [
+        "{path}: aliases expand the document past 100000 values (an alias bomb?)"
+    ],
+    "invalid-duplicate-key.yml": ["{path}: duplicate key 'interval' at line 7 (first at line 6)"],
+    "invalid-domain-names.yml": [
+        "tenants.contoso.accepted_domains[1]: '-bad-.example' is not a domain name",
+        "tenants.contoso.accepted_domains[2]: 'contoso..com' is not a domain name",
+        "domains.names[0]: 'exämple.com' is not a domain name",
+        "domains.names[1]: 'contoso.com\\n' is not a domain name",
+    ],
+    "invalid-empty.yml": ["{path}: the configuration is empty"],
+    "invalid-host-names.yml": [
+        "probes[0].host: 'smtp.office365.com\\n' is not a host name or IP address",
+        "probes[0].server_name: '-bad-' is not a host name or IP address",
+        "probes[0].ehlo_name: 'prober.example\\r\\nRCPT TO:<everyone@contoso.com>' is not a host "
+        "name or IP address",
+    ],
+    "invalid-idle-tenant.yml": [
+        "tenants.contoso: no client_secret, client_secret_file or certificate_file and no "
+        "probe uses this tenant: it would do nothing"
+    ],
+    "invalid-special-secret-file.yml": [
+        "probes[0].auth.password_file: /dev/zero is not a regular file"
+    ],
+    "invalid-trailing-newline.yml": [
+        "probes[0].mail_from: 'probe@contoso.com\\n' is not an e-mail address",
+        "probes[0].rcpt_to[0]: 'probe-inbox@contoso.com\\n' is not an e-mail address",
+        "probes[0].subject: must not contain control characters (newline, tab, escape...)",
+    ],
     "invalid-env-missing.yml": [
         "tenants.contoso.client_secret: environment variable M365_TEST_UNSET_VARIABLE is not set"
     ],
@@ -58,7 +96,7 @@ INVALID: dict[str, list[str]] = {
         "tenants.contoso.certificate_file: give only one of client_secret, client_secret_file, "
         "certificate_file (got client_secret, certificate_file)"
     ],
-    "invalid-unknown-field.yml": ["probes[0].intervall: unknown field"],
+    "invalid-unknown-field.yml": ["probes[0].intervall: unknown field, did you mean 'interval'?"],
     "invalid-unknown-tenant.yml": ["probes[0].tenant: unknown tenant 'fabrikam'"],
     "invalid-xoauth2-without-tenant.yml": [
         "probes[0].auth.mechanism: xoauth2 needs the probe's tenant to name a configured "
@@ -147,16 +185,67 @@ def test_durations() -> None:
         """
 probes:
   - {name: a, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 2h, timeout: 1500ms}
-  - {name: b, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 90, timeout: 7.5}
+  - {name: b, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 1h30m, timeout: 7.5s}
 """,
         env={},
     )
-    assert [(p.interval, p.timeout) for p in config.probes] == [(7200.0, 1.5), (90.0, 7.5)]
+    assert [(p.interval, p.timeout) for p in config.probes] == [(7200.0, 1.5), (5400.0, 7.5)]
 
 
-def test_empty_file_is_a_valid_empty_config() -> None:
-    config = parse_config("", env={})
-    assert config.probes == [] and config.tenants == {}
+def test_a_config_that_would_do_nothing_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config("domains: {interval: 1h}", env={})
+    assert caught.value.errors == [
+        "config: nothing to do: configure at least one probe, tenant or domain"
+    ]
+
+
+def test_a_tenant_without_credentials_used_by_a_probe_is_accepted() -> None:
+    config = parse_config(
+        """
+tenants: {contoso: {tenant_id: t, client_id: c}}
+probes:
+  - {name: a, host: h.example, tenant: contoso, mail_from: a@b.cd, rcpt_to: [a@b.cd]}
+""",
+        env={},
+    )
+    assert not config.tenants["contoso"].has_credentials
+
+
+def test_secret_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pw").write_text("relative-canary\n")
+    config_file = tmp_path / "config.yml"
+    config_file.write_text(
+        """
+probes:
+  - name: p
+    host: mail.example.net
+    auth: {mechanism: plain, username: u@example.net, password_file: secrets/pw}
+    mail_from: u@example.net
+    rcpt_to: [u@example.net]
+"""
+    )
+    config = load_config(config_file, env={})
+    password = config.probes[0].auth.password
+    assert password is not None and password.get_secret_value() == "relative-canary"
+
+
+def test_compound_and_decimal_durations() -> None:
+    config = parse_config(
+        """
+probes:
+  - {name: a, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 1d2h3m4s,
+     timeout: 250ms, jitter: 0}
+  - {name: b, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd], interval: 1.5h,
+     timeout: 1m30s, jitter: 0s}
+""",
+        env={},
+    )
+    assert [(p.interval, p.timeout, p.jitter) for p in config.probes] == [
+        (86400 + 7200 + 180 + 4, 0.25, 0.0),
+        (5400.0, 90.0, 0.0),
+    ]
 
 
 def test_examples_are_valid() -> None:

@@ -152,9 +152,23 @@ async def test_run_with_unusable_credentials_exits_2_with_one_line(tmp_path: Pat
     assert "Traceback" not in stderr.decode() and "wrong-password" not in stderr.decode()
 
 
+# The smallest configuration that does something (an empty one is refused): one probe of a
+# closed port on loopback (refused at once, nothing leaves the machine).
+IDLE_PROBE = """\
+probes:
+  - name: idle
+    host: 127.0.0.1
+    port: 1
+    tls: none
+    mail_from: probe@contoso.com
+    rcpt_to: [probe@contoso.com]
+    interval: 1h
+"""
+
+
 async def test_reload_endpoint_needs_the_lifecycle_flag(tmp_path: Path) -> None:
     path = tmp_path / "config.yml"
-    path.write_text("probes: []\n")
+    path.write_text(IDLE_PROBE)
     exporter = Exporter(load_config(path), config_path=path, listen_address="127.0.0.1:0")
     await exporter.start()
     try:
@@ -214,7 +228,7 @@ def test_check_config_writes_no_state_file(tmp_path: Path) -> None:
 
     state = tmp_path / "delivery-state.json"
     path = tmp_path / "config.yml"
-    path.write_text(f"state_file: {state}\nprobes: []\n")
+    path.write_text(f"state_file: {state}\n{IDLE_PROBE}")
     out = io.StringIO()
     assert check_config(path, out, env={}) == 0, out.getvalue()
     assert not state.exists()

@@ -16,6 +16,8 @@ from azure.core.exceptions import AzureError
 from azure.identity.aio import CertificateCredential, ClientSecretCredential
 
 from m365_smtp_exporter.config import TenantConfig
+from m365_smtp_exporter.logs import redact, register_secret
+from m365_smtp_exporter.text_safety import network_text
 
 # Refresh a little before expiry so a token never dies between fetch and use.
 _EXPIRY_MARGIN = 120.0
@@ -37,6 +39,7 @@ class StaticTokenProvider:
     """Always the same token (tests, or a token minted elsewhere)."""
 
     def __init__(self, token: str) -> None:
+        register_secret(token, transient=True)
         self._token = token
 
     async def get_token(self, scope: str) -> str:
@@ -50,6 +53,15 @@ class AzureTokenProvider:
     """Client-credentials tokens from Entra ID (or the emulator's token endpoint), cached."""
 
     def __init__(self, tenant: TenantConfig) -> None:
+        # A token endpoint may echo the secret in error_description: every text shown
+        # anywhere must be able to remove it, whoever created this provider.
+        register_secret(
+            *(
+                secret.get_secret_value()
+                for secret in (tenant.client_secret, tenant.certificate_password)
+                if secret is not None
+            )
+        )
         authority = tenant.authority.removeprefix("https://").rstrip("/")
         kwargs: dict[str, object] = {"authority": authority}
         if tenant.ca_file is not None:
@@ -85,10 +97,12 @@ class AzureTokenProvider:
             try:
                 token = await self._credential.get_token(scope)
             except AzureError as exc:
-                # azure-identity messages carry the AADSTS code, never the secret
+                # the AADSTS code and text, as the endpoint sent them: redacted, since a
+                # hostile or broken endpoint can echo what we sent
                 raise TokenError(_first_line(str(exc))) from None
             except (OSError, ValueError) as exc:
                 raise TokenError(f"{type(exc).__name__}: {_first_line(str(exc))}") from None
+            register_secret(token.token, transient=True)
             self._cache[scope] = token
             return token.token
 
@@ -97,4 +111,7 @@ class AzureTokenProvider:
 
 
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:300] if text.strip() else "unknown error"
+    """The first line of an error text, decoded, neutralised and without any secret."""
+    if not text.strip():
+        return "unknown error"
+    return redact(network_text(text.strip().splitlines()[0], keep_newlines=False))[:300]

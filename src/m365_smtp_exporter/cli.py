@@ -259,14 +259,24 @@ async def _serve(
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    middlewares, ssl_context = web.build_middlewares(), web.ssl_context
+    if args.web_config_file is not None:
+        from m365_smtp_exporter.web_config_watch import WebConfigWatcher
+
+        try:  # re-read on change: renewed certificates, rotated passwords
+            watcher = WebConfigWatcher(args.web_config_file)
+        except ConfigError as exc:
+            print(f"web configuration error in {args.web_config_file}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        middlewares, ssl_context = [watcher.middleware()], watcher.ssl_context
     exporter = Exporter(
         config,
         config_path=args.config_file,
         listen_address=args.listen_address,
         redactor=redactor,
         shard=shard,
-        middlewares=web.build_middlewares(),
-        ssl_context=web.ssl_context,
+        middlewares=middlewares,
+        ssl_context=ssl_context,
         enable_lifecycle=args.enable_lifecycle,
         # only callers the web config authenticates may read why a reload failed
         reload_details=bool(web.config.basic_auth_users),

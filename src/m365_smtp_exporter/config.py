@@ -6,8 +6,13 @@ model dump, repr or validation error never shows them.
 
 from __future__ import annotations
 
+import asyncio
+import difflib
+import ipaddress
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -21,17 +26,37 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from m365_smtp_exporter.bounded_files import (
+    CERTIFICATE_FILE_LIMIT,
+    CONFIG_FILE_LIMIT,
+    SECRET_FILE_LIMIT,
+    UnreadableFileError,
+    read_bounded,
+    read_bounded_text,
+)
+from m365_smtp_exporter.logs import register_secret
+from m365_smtp_exporter.strict_yaml import YamlRefusedError, load_strict
+
 DEFAULT_LISTEN_ADDRESS = ":9587"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# Prometheus durations: units required, compound allowed ("1h30m"); one decimal unit too ("1.5s").
+_DURATION_UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_COMPOUND_DURATION = re.compile(
+    r"(?:([0-9]+)w)?(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?(?:([0-9]+)ms)?"
+)
+_DECIMAL_DURATION = re.compile(r"([0-9]+\.[0-9]+)(ms|s|m|h|d|w)")
+_DURATION_HELP = "must be a duration with a unit, like 30s, 5m or 1h30m"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-_ADDRESS = r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$"
+# Every pattern below is used with fullmatch: "$" would accept a trailing newline.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+_LOCAL_PART = re.compile(r"[^@\s<>\x00-\x1f\x7f]{1,64}")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConfigError(Exception):
@@ -42,17 +67,33 @@ class ConfigError(Exception):
         self.errors = errors
 
 
-def _parse_duration(value: object) -> object:
-    """Accept 60, 60.0, "60s", "500ms", "5m", "1h", "1d"; return seconds as float."""
+def _parse_duration(value: object, info: ValidationInfo) -> object:
+    """Accept "30s", "500ms", "5m", "1h30m", "1d", "1.5s" (and 0); return seconds as float.
+
+    In a configuration file a bare number is refused: `interval: 30` could mean seconds or
+    minutes. Code building models directly passes seconds as numbers."""
     if isinstance(value, bool):
-        raise ValueError("must be a duration like 30s, 5m or 1h")
+        raise ValueError(_DURATION_HELP)
     if isinstance(value, int | float):
-        return float(value)
+        if value == 0 or not _from_file(info):
+            return float(value)
+        raise ValueError(f"{_DURATION_HELP} (got {value:g} without a unit)")
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    raise ValueError("must be a duration like 30s, 5m or 1h")
+        text = value.strip()
+        if text == "0":
+            return 0.0
+        decimal = _DECIMAL_DURATION.fullmatch(text)
+        if decimal:
+            return float(decimal.group(1)) * _DURATION_UNITS[decimal.group(2)]
+        compound = _COMPOUND_DURATION.fullmatch(text)
+        if text and compound:
+            units = ("w", "d", "h", "m", "s", "ms")
+            return sum(
+                int(amount) * _DURATION_UNITS[unit]
+                for amount, unit in zip(compound.groups(), units, strict=True)
+                if amount is not None
+            )
+    raise ValueError(_DURATION_HELP)
 
 
 Duration = Annotated[float, BeforeValidator(_parse_duration), Field(gt=0)]
@@ -62,22 +103,102 @@ def _matching(pattern: str, what: str) -> Any:
     compiled = re.compile(pattern)
 
     def check(value: str) -> str:
-        if not compiled.match(value):
+        if not compiled.fullmatch(value):
             raise ValueError(f"{value!r} is not {what}")
         return value
 
     return AfterValidator(check)
 
 
+def is_domain_name(value: str) -> bool:
+    """An ASCII (or IDNA "xn--") DNS name of at least two labels, optional final dot."""
+    name = value[:-1] if value.endswith(".") else value
+    labels = name.split(".")
+    return (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_HOST_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+
+
+def _domain(value: str) -> str:
+    if not is_domain_name(value):
+        raise ValueError(f"{value!r} is not a domain name")
+    return value
+
+
+def _address(value: str) -> str:
+    local, at, domain = value.rpartition("@")
+    if not at or not _LOCAL_PART.fullmatch(local) or not is_domain_name(domain):
+        raise ValueError(f"{value!r} is not an e-mail address")
+    return value
+
+
+def _host(value: str) -> str:
+    """A DNS name (one label allowed: "localhost", a container name) or an IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not all(_HOST_LABEL.fullmatch(label) for label in value.removesuffix(".").split(".")):
+        raise ValueError(f"{value!r} is not a host name or IP address")
+    return value
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (newline, tab, escape...)")
+    return value
+
+
+def _from_file(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("from_file"))
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    """`*_file` paths are relative to the configuration file's folder, as in Prometheus."""
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
 Name = Annotated[str, _matching(_NAME, "a valid name (letters, digits, '_', '.', '-')")]
-Address = Annotated[str, _matching(_ADDRESS, "an e-mail address")]
+Address = Annotated[str, AfterValidator(_address)]
+DomainName = Annotated[str, AfterValidator(_domain)]
+HostName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_host)]
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+
+
+def _ehlo(value: str) -> str:
+    """A host name or an address literal ("[192.0.2.1]"): it goes into the EHLO line."""
+    if value.startswith("[") and value.endswith("]"):
+        try:
+            ipaddress.ip_address(value[1:-1].removeprefix("IPv6:"))
+            return value
+        except ValueError:
+            raise ValueError(f"{value!r} is not an address literal") from None
+    return _host(value)
+
+
+EhloName = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_ehlo)]
 
 
 def _read_secret_file(field: str, path: Path) -> SecretStr:
     try:
-        return SecretStr(path.read_text(encoding="utf-8").strip())
-    except OSError as exc:
-        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+        return SecretStr(read_bounded_text(path, SECRET_FILE_LIMIT).strip())
+    except UnreadableFileError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
+def _check_bounded_file(field: str, path: Path) -> None:
+    """A certificate or CA file other libraries will read: a small regular file, now."""
+    try:
+        read_bounded(path, CERTIFICATE_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        raise ValueError(f"{field}: {exc}" if field else str(exc)) from None
 
 
 class StrictModel(BaseModel):
@@ -137,15 +258,17 @@ class TenantConfig(StrictModel):
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    certificate_file: Path | None = None
+    client_secret_file: ConfigPath | None = None
+    certificate_file: ConfigPath | None = None
     certificate_password: SecretStr | None = None
     authority: str = "https://login.microsoftonline.com"
     graph_base_url: str = "https://graph.microsoft.com/v1.0"
     smtp_scope: str = "https://outlook.office365.com/.default"
     graph_scope: str = "https://graph.microsoft.com/.default"
-    ca_file: Path | None = None  # extra CA for the token and Graph endpoints (emulator, proxies)
-    accepted_domains: list[str] = Field(default_factory=list)
+    ca_file: ConfigPath | None = (
+        None  # extra CA for the token and Graph endpoints (emulator, proxies)
+    )
+    accepted_domains: list[DomainName] = Field(default_factory=list)
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
@@ -166,8 +289,14 @@ class TenantConfig(StrictModel):
         if self.client_secret_file is not None:
             secret = _read_secret_file("client_secret_file", self.client_secret_file)
             object.__setattr__(self, "client_secret", secret)
-        if self.certificate_file is not None and not self.certificate_file.is_file():
-            raise ValueError(f"certificate_file: file {self.certificate_file} does not exist")
+        # a server may echo them back: every text shown anywhere must be able to remove them
+        register_secret(
+            *(s.get_secret_value() for s in (self.client_secret, self.certificate_password) if s)
+        )
+        if self.certificate_file is not None:
+            _check_bounded_file("certificate_file", self.certificate_file)
+        if self.ca_file is not None:
+            _check_bounded_file("ca_file", self.ca_file)
         return self
 
     @property
@@ -179,7 +308,7 @@ class AuthConfig(StrictModel):
     mechanism: Literal["xoauth2", "login", "plain", "none"] = "none"
     username: str | None = None
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:
@@ -188,6 +317,8 @@ class AuthConfig(StrictModel):
         if self.password_file is not None:
             secret = _read_secret_file("password_file", self.password_file)
             object.__setattr__(self, "password", secret)
+        if self.password is not None:
+            register_secret(self.password.get_secret_value())
         if self.mechanism in ("login", "plain"):
             if not self.username:
                 raise ValueError(f"username: mechanism {self.mechanism} needs a username")
@@ -230,19 +361,19 @@ class ProbeConfig(StrictModel):
     mode: Literal["send", "session"] = "send"
     save_to_sent_items: bool = False  # graph_sendmail only
     tenant: str | None = None
-    host: str = Field(min_length=1)
+    host: HostName
     port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     tls_verify: bool = True
-    ca_file: Path | None = None
-    server_name: str | None = None
+    ca_file: ConfigPath | None = None
+    server_name: HostName | None = None
     min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     auth: AuthConfig = AuthConfig()
     allow_insecure_auth: bool = False
-    ehlo_name: str | None = None
+    ehlo_name: EhloName | None = None
     mail_from: Address
     rcpt_to: list[Address] = Field(min_length=1, max_length=100)
-    subject: str = "m365-smtp-exporter probe"
+    subject: Annotated[str, AfterValidator(_no_control)] = "m365-smtp-exporter probe"
     interval: Duration = 60.0
     timeout: Duration = 30.0
     jitter: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 5.0
@@ -251,8 +382,8 @@ class ProbeConfig(StrictModel):
     @field_validator("ca_file")
     @classmethod
     def _ca_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {value} does not exist")
+        if value is not None:
+            _check_bounded_file("", value)
         return value
 
     @model_validator(mode="before")
@@ -323,7 +454,7 @@ class ProbeConfig(StrictModel):
 class DomainChecksConfig(StrictModel):
     """Sending-domain authentication posture (SPF, DKIM, DMARC) checked through DNS."""
 
-    names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(default_factory=list)
+    names: list[DomainName] = Field(default_factory=list)
     interval: Duration = 3600.0
     timeout: Duration = 10.0
     nameservers: list[str] = Field(default_factory=list)  # empty: the system resolver
@@ -333,7 +464,7 @@ class DomainChecksConfig(StrictModel):
 
 class Config(StrictModel):
     # Pending delivery checks survive restarts here (None: kept in memory only).
-    state_file: Path | None = None
+    state_file: ConfigPath | None = None
     tenants: dict[Name, TenantConfig] = Field(default_factory=dict)
     probes: list[ProbeConfig] = Field(default_factory=list)
     domains: DomainChecksConfig = DomainChecksConfig()
@@ -415,6 +546,49 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc` (walking lists, dicts and options)."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            if field is None:
+                return None
+            annotation = field.annotation
+        elif typing.get_origin(annotation) in (list, dict):
+            annotation = typing.get_args(annotation)[-1]
+        else:
+            return None
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` -> X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f", did you mean {close[0]!r}?" if close else ""
+
+
 _FIELD_PREFIX = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.*)$", re.DOTALL)
 
 
@@ -425,7 +599,7 @@ def format_errors(exc: ValidationError) -> list[str]:
     for error in exc.errors(include_url=False, include_input=False):
         path = _loc_to_path(tuple(p for p in error["loc"] if p != "[key]"))
         if error["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown field")
+            lines.append(f"{path}: unknown field{_did_you_mean(error['loc'])}")
             continue
         message = error["msg"]
         if error["type"] != "value_error":
@@ -469,9 +643,13 @@ def _join(path: str, key: str) -> str:
 
 
 def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
-    """The YAML document as a mapping (empty for an empty file); ConfigError otherwise."""
+    """The YAML document as a mapping (empty for an empty file); ConfigError otherwise.
+
+    Duplicate keys and alias bombs are refused (see `strict_yaml`)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = load_strict(text)
+    except YamlRefusedError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -484,24 +662,54 @@ def load_yaml_mapping(text: str, source: str) -> dict[str, Any]:
     return raw
 
 
+def _idle_parts(config: Config) -> list[str]:
+    """Configured things that would silently do nothing: they are errors, not no-ops."""
+    if not config.tenants and not config.probes and not config.domains.names:
+        return ["config: nothing to do: configure at least one probe, tenant or domain"]
+    used = {probe.tenant for probe in config.probes}
+    return [
+        f"tenants.{name}: no client_secret, client_secret_file or certificate_file and no "
+        "probe uses this tenant: it would do nothing"
+        for name, tenant in config.tenants.items()
+        if not tenant.has_credentials and name not in used
+    ]
+
+
 def parse_config(
-    text: str, env: Mapping[str, str] | None = None, source: str = "<config>"
+    text: str,
+    env: Mapping[str, str] | None = None,
+    source: str = "<config>",
+    base_dir: Path | None = None,
 ) -> Config:
-    """Parse and validate YAML text. Raises ConfigError listing every problem."""
+    """Parse and validate YAML text. Raises ConfigError listing every problem.
+
+    Relative `*_file` paths resolve from `base_dir` (the config file's folder)."""
     raw = load_yaml_mapping(text, source)
+    if not raw:
+        raise ConfigError([f"{source}: the configuration is empty"])
     errors: list[str] = []
     expanded = _expand_env(raw, "", os.environ if env is None else env, errors)
     if errors:
         raise ConfigError(errors)
     try:
-        return Config.model_validate(expanded)
+        config = Config.model_validate(expanded, context={"base_dir": base_dir, "from_file": True})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
+    idle = _idle_parts(config)
+    if idle:
+        raise ConfigError(idle)
+    return config
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    return parse_config(text, env, source=str(path))
+        text = read_bounded_text(path, CONFIG_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    return parse_config(text, env, source=str(path), base_dir=path.parent)
+
+
+async def load_config_off_loop(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """`load_config` in a worker thread: a reload (SIGHUP, /-/reload) never stalls
+    `/metrics`, even for a file at the size and alias limits."""
+    return await asyncio.to_thread(load_config, path, env)

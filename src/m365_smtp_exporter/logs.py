@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
+
+from m365_smtp_exporter.text_safety import printable
 
 LogFormat = Literal["auto", "json", "logfmt", "console"]
 LEVELS = ("debug", "info", "warning", "error")
@@ -25,23 +30,101 @@ _SENSITIVE_PATTERNS = (
 )
 
 
-class Redactor:
-    """Removes known secret values and secret-shaped strings from anything it is given."""
+_BASE64_RUN = "[A-Za-z0-9+/_-]*"
+# Tokens are renewed hourly: keep the recent ones only, a day's worth is plenty.
+_RUNTIME_SECRETS_KEPT = 64
+_MIN_SECRET = 4  # shorter values would redact ordinary words; they are no real secrets
+# Tokens are JWTs of a thousand characters; a short "token" is a test double or garbage and
+# would otherwise redact an ordinary word ("expired") everywhere for the rest of the run.
+_MIN_TOKEN = 16
 
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
+
+def base64_cores(secret: str) -> set[str]:
+    """Base64 fragments that appear whenever `secret` is base64-encoded inside any longer
+    text (SASL PLAIN "\\0user\\0pass", XOAUTH2 "user=..\\x01auth=Bearer <token>\\x01\\x01").
+
+    Base64 works on 3-byte groups, so an embedded secret is encoded in one of three
+    alignments; the groups that mix with the neighbouring bytes are dropped, the middle is
+    fixed whatever surrounds it."""
+    data = secret.encode("utf-8")
+    cores: set[str] = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + data).decode("ascii").rstrip("=")
+        start = 4 if shift else 0
+        usable = ((shift + len(data)) // 3) * 4  # characters of complete groups
+        core = encoded[start:usable] if (shift + len(data)) % 3 else encoded[start : usable - 4]
+        if len(core) >= 8:
+            cores.add(core)
+            cores.add(core.replace("+", "-").replace("/", "_"))  # base64url
+    return cores
+
+
+class _SecretSet:
+    """Secret values and the patterns that find them, plain or base64-encoded."""
+
+    def __init__(self, keep: int | None = None, min_length: int = _MIN_SECRET) -> None:
+        self._values: deque[str] = deque(maxlen=keep)
+        self._min_length = min_length
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
 
     def add(self, secrets: Iterable[str]) -> None:
-        # Very short values would redact ordinary words; they are not real secrets anyway.
-        self._secrets.update(s for s in secrets if len(s) >= 4)
+        with self._lock:
+            fresh = [s for s in secrets if len(s) >= self._min_length and s not in self._values]
+            if not fresh:
+                return
+            self._values.extend(fresh)
+            alternatives: set[str] = set()
+            for secret in self._values:
+                alternatives.add(re.escape(secret))
+                alternatives.update(
+                    _BASE64_RUN + re.escape(core) + _BASE64_RUN + "={0,2}"
+                    for core in base64_cores(secret)
+                )
+            # longest first, so a secret containing another is removed whole
+            ordered = sorted(alternatives, key=len, reverse=True)
+            self._pattern = re.compile("|".join(ordered))
+
+    def redact(self, value: str) -> str:
+        pattern = self._pattern
+        return value if pattern is None else pattern.sub(_REDACTED, value)
+
+
+# Secrets learnt while running (bearer tokens, secrets read by a one-off `probe` command):
+# every Redactor also removes these, because the texts that may echo them (SMTP replies,
+# token endpoint errors) are produced deep in the probe stack, away from any Redactor.
+# Configured secrets are few and kept; tokens are renewed hourly and only the recent ones kept.
+_CONFIGURED = _SecretSet()
+_RUNTIME = _SecretSet(keep=_RUNTIME_SECRETS_KEPT, min_length=_MIN_TOKEN)
+
+
+def register_secret(*secrets: str, transient: bool = False) -> None:
+    """Make every redaction (logs, transcripts, probe results) remove these values;
+    `transient` ones (tokens) are forgotten after the newest few dozen."""
+    (_RUNTIME if transient else _CONFIGURED).add(secrets)
+
+
+def redact(text: str) -> str:
+    """`text` without any registered secret, plain or base64, nor secret-shaped strings."""
+    value = _RUNTIME.redact(_CONFIGURED.redact(text))
+    for pattern in _SENSITIVE_PATTERNS:
+        value = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + _REDACTED, value)
+    return value
+
+
+class Redactor:
+    """Removes known secret values (plain and base64) and secret-shaped strings."""
+
+    def __init__(self) -> None:
+        self._secrets = _SecretSet()
+
+    def add(self, secrets: Iterable[str]) -> None:
+        values = list(secrets)
+        self._secrets.add(values)
+        _CONFIGURED.add(values)  # texts built outside the logging pipeline see them too
 
     def text(self, value: str) -> str:
-        for secret in self._secrets:
-            if secret in value:
-                value = value.replace(secret, _REDACTED)
-        for pattern in _SENSITIVE_PATTERNS:
-            value = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + _REDACTED, value)
-        return value
+        return redact(self._secrets.redact(value))
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -94,6 +177,9 @@ def configure_logging(
         # Tracebacks are rendered to text first so the redactor sees them too.
         structlog.processors.format_exc_info,
         redactor,
+        # A reply text with ESC/OSC/CR in it must not act on the terminal reading the log;
+        # JSON escapes them itself.
+        *([] if fmt == "json" else [_Printable(keep_newlines=fmt == "console")]),
         renderer,
     ]
     structlog.configure(
@@ -109,6 +195,21 @@ def configure_logging(
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.WARNING))
     return redactor
+
+
+class _Printable:
+    """Shows control characters of every string value as `\\xNN`."""
+
+    def __init__(self, keep_newlines: bool) -> None:
+        self._keep_newlines = keep_newlines
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event_dict.items():
+            if isinstance(value, str):
+                event_dict[key] = printable(value, keep_newlines=self._keep_newlines)
+        return event_dict
 
 
 class _StructlogHandler(logging.Handler):

@@ -6,16 +6,34 @@ import time
 from datetime import UTC, datetime
 from typing import TextIO
 
+from m365_smtp_exporter.app import config_secrets
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.graph.client import GraphClient
+from m365_smtp_exporter.logs import redact, register_secret
 from m365_smtp_exporter.probes import run_probe
 from m365_smtp_exporter.smtp.hints import hint_for
 from m365_smtp_exporter.smtp.probe import SMTP_SCOPE
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, TlsFacts
 from m365_smtp_exporter.smtp.transcript import NOTE, SERVER
+from m365_smtp_exporter.text_safety import printable
 
 NOTHING_RECEIVED = "connected, nothing received: the server accepted the connection but never spoke"
+
+
+def _shown(lines: list[str]) -> str:
+    """Every line as a person may see it: no secret, no control character."""
+    return "".join(redact(printable(line)) + "\n" for line in lines)
+
+
+def _encodable(text: str, out: TextIO) -> str:
+    """`text` in what `out` can encode (PYTHONIOENCODING=ascii:strict, a C locale):
+    anything else shown as a backslash escape rather than a crash with no output."""
+    encoding = getattr(out, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    except LookupError:
+        return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def conversation_lines(result: ProbeResult) -> list[str]:
@@ -82,7 +100,7 @@ def format_result(result: ProbeResult, now: float | None = None) -> str:
         hint = hint_for(result)
         if hint:
             lines.append(f"hint:   {hint}")
-    return "\n".join(lines) + "\n"
+    return _shown(lines)
 
 
 async def run_probe_command(config: Config, name: str, out: TextIO) -> int:
@@ -91,6 +109,8 @@ async def run_probe_command(config: Config, name: str, out: TextIO) -> int:
         known = ", ".join(p.name for p in config.probes) or "none"
         print(f"no probe named {name!r} in the configuration (configured: {known})", file=out)
         return 2
+    # Whatever the server echoes (password, XOAUTH2 token, in plain or base64) is removed.
+    register_secret(*config_secrets(config))
     provider: TokenProvider | None = None
     scope = SMTP_SCOPE
     if probe.auth.mechanism == "xoauth2" and probe.tenant is not None:
@@ -109,5 +129,5 @@ async def run_probe_command(config: Config, name: str, out: TextIO) -> int:
             await graph.aclose()
         if provider is not None:
             await provider.close()
-    out.write(format_result(result))
+    out.write(_encodable(format_result(result), out))
     return 0 if result.success else 1

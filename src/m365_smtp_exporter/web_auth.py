@@ -9,9 +9,12 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import os
 import secrets
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 import structlog
@@ -34,12 +37,30 @@ def bcrypt_cost(hashed: bytes) -> int:
     return int(hashed.split(b"$")[2])
 
 
+class AuthBusyError(Exception):
+    """Too many password checks are waiting: answer at once instead of queueing."""
+
+
+# bcrypt checks run on their own small pool, so a flood cannot take the default executor's
+# threads (DNS look-ups, file reads) nor every core.
+DEFAULT_WORKERS = max(1, min(2, (os.cpu_count() or 1) - 1))
+# Checks admitted at once (running + waiting); beyond that the answer is 429 straight away.
+# With bcrypt cost 10 (~60 ms) and 2 workers the last admitted check waits ~0.3 s.
+DEFAULT_MAX_PENDING = 8
+RETRY_AFTER_SECONDS = 1
+
+
 class BasicAuthGuard:
     """HTTP basic authentication against bcrypt hashes, in the manner of exporter-toolkit.
 
-    Unknown users are checked against a decoy hash of the same cost, so the answer takes as
-    long as for a known user. Successful checks are remembered under a keyed hash of the
-    credentials: a scrape every few seconds must not pay for bcrypt each time.
+    Successful checks are remembered under a keyed hash of the credentials: a scrape every
+    few seconds must not pay for bcrypt each time, and a remembered login never waits
+    behind a flood of wrong guesses. Other checks run off the event loop on a small pool;
+    at most `max_pending` are admitted at once, and at most `max_pending_per_client` from one
+    client address, so one flooding host cannot take every slot from the real Prometheus;
+    the rest are refused with 429 at once.
+    Unknown users take an admission slot too and wait as long as a recent real check took,
+    without hashing: the answer neither costs CPU nor tells whether the user exists.
     """
 
     def __init__(
@@ -49,37 +70,69 @@ class BasicAuthGuard:
         check: PasswordCheck = bcrypt.checkpw,
         open_paths: Collection[str] = OPEN_PATHS,
         cache_size: int = 64,
+        workers: int = DEFAULT_WORKERS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_pending_per_client: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._users = {name.encode(): hashed.encode("ascii") for name, hashed in users.items()}
         self._check = check
         self._open_paths = frozenset(open_paths)
-        cost = max((bcrypt_cost(h) for h in self._users.values()), default=10)
-        self._decoy = bcrypt.hashpw(secrets.token_urlsafe(24).encode(), bcrypt.gensalt(cost))
         self._cache_key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
-        # bcrypt is slow on purpose: one check at a time keeps a flood of guesses from
-        # taking every core.
-        self._bcrypt_lock = asyncio.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+        self._workers = asyncio.Semaphore(workers)
+        self._max_pending = max_pending
+        self._max_per_client = max_pending_per_client or max(1, max_pending // 4)
+        self._pending = 0
+        self._pending_by_client: Counter[str] = Counter()
+        self._clock = clock
+        cost = max((bcrypt_cost(h) for h in self._users.values()), default=10)
+        # Until a real check has been timed: bcrypt doubles per cost step, ~60 ms at 10.
+        self._typical_check = 0.06 * 2.0 ** (cost - 10)
+        self.refused_busy = 0  # checks refused because the queue was full
 
-    async def verify(self, user: bytes, password: bytes) -> bool:
+    async def verify(self, user: bytes, password: bytes, client: str = "") -> bool:
+        """True for a known user with the right password; AuthBusyError when the queue of
+        password checks (overall, or from `client`) is full."""
         hashed = self._users.get(user)
-        candidate = hashed if hashed is not None else self._decoy
-        key = self._credential_key(user, candidate, password)
-        if key in self._verified:
+        key = self._credential_key(user, hashed or b"", password)
+        if hashed is not None and key in self._verified:
             self._verified.move_to_end(key)
             return True
-        too_long = len(password) > BCRYPT_MAX_PASSWORD
-        async with self._bcrypt_lock:
-            matches = await asyncio.to_thread(
-                self._check, password[:BCRYPT_MAX_PASSWORD], candidate
-            )
-        if not matches or hashed is None or too_long:
+        if (
+            self._pending >= self._max_pending
+            or self._pending_by_client[client] >= self._max_per_client
+        ):
+            self.refused_busy += 1
+            raise AuthBusyError
+        self._pending += 1
+        self._pending_by_client[client] += 1
+        try:
+            if hashed is None or len(password) > BCRYPT_MAX_PASSWORD:
+                # refused without hashing, after about as long as a real check
+                await asyncio.sleep(self._typical_check)
+                return False
+            async with self._workers:
+                started = self._clock()
+                loop = asyncio.get_running_loop()
+                matches = await loop.run_in_executor(self._pool, self._check, password, hashed)
+                self._typical_check = 0.8 * self._typical_check + 0.2 * (self._clock() - started)
+        finally:
+            self._pending -= 1
+            self._pending_by_client[client] -= 1
+            if not self._pending_by_client[client]:
+                del self._pending_by_client[client]
+        if not matches:
             return False
         self._verified[key] = None
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _credential_key(self, *parts: bytes) -> bytes:
         mac = hmac.new(self._cache_key, digestmod=hashlib.sha256)
@@ -90,13 +143,25 @@ class BasicAuthGuard:
 
     async def _authorized(self, request: web.Request) -> bool:
         credentials = parse_basic_auth(request.headers.get("Authorization", ""))
-        return credentials is not None and await self.verify(*credentials)
+        return credentials is not None and await self.verify(
+            *credentials, client=request.remote or ""
+        )
 
     def middleware(self) -> Middleware:
         @web.middleware
         async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path in self._open_paths or await self._authorized(request):
+            if request.path in self._open_paths:
                 return await handler(request)
+            try:
+                if await self._authorized(request):
+                    return await handler(request)
+            except AuthBusyError:
+                log.debug("web request refused: password checks busy", path=request.path)
+                return web.Response(
+                    status=429,
+                    text="Too many authentication attempts, retry shortly\n",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
             log.debug("web request unauthorized", path=request.path, remote=request.remote)
             return web.Response(
                 status=401,

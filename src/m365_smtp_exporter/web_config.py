@@ -7,7 +7,8 @@ client_allowed_sans, min_version, max_version, cipher_suites, prefer_server_ciph
 `basic_auth_users`. Relative file names are relative to the web configuration file.
 Not supported, and reported as such: inline `cert`/`key`/`client_ca`, `curve_preferences`,
 `rate_limit`, and the client_auth_types that accept unverified certificates.
-The file is read at start; changing it takes a restart.
+`WebConfigWatcher` (web_config_watch.py) re-reads it, and the files it names, when they
+change.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ from pydantic import (
     model_validator,
 )
 
+from m365_smtp_exporter.bounded_files import (
+    CERTIFICATE_FILE_LIMIT,
+    CONFIG_FILE_LIMIT,
+    UnreadableFileError,
+    read_bounded,
+    read_bounded_text,
+)
 from m365_smtp_exporter.config import ConfigError, StrictModel, format_errors, load_yaml_mapping
 from m365_smtp_exporter.web_auth import BasicAuthGuard, client_name_guard, response_headers
 
@@ -58,7 +66,7 @@ _CIPHER_SUITES = {
 }
 # TLS 1.3 suites are not configurable (in Go neither): accepted and left to the defaults.
 _TLS13_SUITES = {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
-_BCRYPT_HASH = re.compile(r"^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$")
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
 
 def _non_empty(value: object) -> object:
@@ -106,7 +114,7 @@ def _cipher_suite(value: str) -> str:
 
 
 def _bcrypt_hash(value: SecretStr) -> SecretStr:
-    if not _BCRYPT_HASH.match(value.get_secret_value()):
+    if not _BCRYPT_HASH.fullmatch(value.get_secret_value()):
         raise ValueError("not a bcrypt hash (make one with htpasswd -nBC 10 '' | tr -d ':\\n')")
     return value
 
@@ -238,17 +246,17 @@ def parse_web_config(text: str, *, source: str, directory: Path) -> WebConfig:
 
 def load_web_config(path: Path) -> WebConfig:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        text = read_bounded_text(path, CONFIG_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     return parse_web_config(text, source=str(path), directory=path.parent)
 
 
 def _read(path: Path, field_path: str, errors: list[str]) -> bytes | None:
     try:
-        return path.read_bytes()
-    except OSError as exc:
-        errors.append(f"{field_path}: cannot read {path}: {exc.strerror}")
+        return read_bounded(path, CERTIFICATE_FILE_LIMIT)
+    except UnreadableFileError as exc:
+        errors.append(f"{field_path}: {exc}")
         return None
 
 

@@ -97,6 +97,9 @@ async def test_metrics_after_a_successful_and_a_failed_pull(
         | sample("m365_trace_lag_seconds", 30.0)
         | sample("m365_trace_rows_window", 5)
         | sample("m365_graph_budget_limit", 50)
+        | sample("m365_graph_retry_after_clamped_total", 0)
+        | sample("m365_graph_requests_refused_total", 0)
+        | sample("m365_graph_responses_too_large_total", 0)
     )
     assert after_success == common | pulls(success=1) | throttled() | (
         sample("m365_trace_pull_success", 1)
@@ -146,10 +149,13 @@ async def test_forgotten_tenants_disappear(make_client: ClientFactory) -> None:
     metrics.track(make_client())
     assert {family.name for family in metrics() if family.samples} == {
         "m365_graph_throttled",
+        "m365_graph_retry_after_clamped",
+        "m365_graph_requests_refused",
+        "m365_graph_responses_too_large",
         "m365_graph_budget_remaining",
         "m365_graph_budget_limit",
     }
 
     metrics.forget("contoso")
 
-    assert [family.samples for family in metrics()] == [[]] * 10
+    assert [family.samples for family in metrics()] == [[]] * 13

@@ -17,6 +17,9 @@ from collections.abc import Callable
 
 DEFAULT_LIMIT = 80
 DEFAULT_WINDOW = 300.0
+# Whoever asks for a block (a Retry-After), it ends within this: the transport clamps and
+# counts hostile values; this is the last line, so no caller can silence a tenant for years.
+MAX_BLOCK = 600.0
 
 
 class RequestBudget:
@@ -68,7 +71,8 @@ class RequestBudget:
 
     def block_for(self, seconds: float) -> None:
         """Honour a Retry-After: no requests until it has passed."""
-        self._blocked_until = max(self._blocked_until, self._clock() + max(0.0, seconds))
+        seconds = min(max(0.0, seconds), MAX_BLOCK)  # inf too; nan counts as 0
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
     def seconds_until_available(self) -> float:
         now = self._clock()

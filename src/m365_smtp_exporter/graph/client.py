@@ -19,6 +19,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import httpx
+import structlog
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
@@ -35,6 +36,7 @@ from m365_smtp_exporter.graph.budget import RequestBudget
 from m365_smtp_exporter.graph.endpoints import BUDGETED_ENDPOINTS, endpoint_of
 from m365_smtp_exporter.graph.errors import (
     BudgetExhaustedError,
+    ForeignRequestError,
     GraphAuthError,
     GraphHttpError,
     GraphRequestError,
@@ -42,11 +44,15 @@ from m365_smtp_exporter.graph.errors import (
     GraphUnavailableError,
     error_for_status,
 )
+from m365_smtp_exporter.graph.links import LinkGuard, max_pages_for
 from m365_smtp_exporter.graph.transport import (
+    MAX_BODY_BYTES,
     CountingTransport,
     GraphRequestStats,
     reserved_slot,
 )
+from m365_smtp_exporter.logs import redact
+from m365_smtp_exporter.text_safety import network_text
 
 with warnings.catch_warnings():
     # msgraph's generated modules warn about their own deprecated classes on import
@@ -54,6 +60,8 @@ with warnings.catch_warnings():
     from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph_core import GraphClientFactory
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
@@ -107,6 +115,7 @@ class GraphClient:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         """`transport` replaces the default `httpx.AsyncHTTPTransport` (then `ca_file` is
         unused); the client owns and closes it either way. The token provider is not closed:
@@ -119,7 +128,9 @@ class GraphClient:
         if not host:
             raise ValueError(f"graph base URL {base_url!r} has no host")
         inner = transport or httpx.AsyncHTTPTransport(verify=_verify(ca_file))
-        self._transport = CountingTransport(inner, budget, self.requests)
+        self._transport = CountingTransport(
+            inner, budget, self.requests, origin=httpx.URL(self.base_url), max_body=max_body
+        )
         self._http = httpx.AsyncClient(
             transport=self._transport,
             timeout=httpx.Timeout(request_timeout, connect=min(10.0, request_timeout)),
@@ -161,6 +172,12 @@ class GraphClient:
         info.url = url
         info.headers.try_add("Accept", "application/json")
         return info
+
+    def link_guard(self, first: RequestInformation, top: int) -> LinkGuard:
+        """What checks the `@odata.nextLink`s of a paged pull that began with `first`
+        (same scheme, host, port and path; no loop; a page cap). Refusals are counted."""
+        self.adapter.set_base_url_for_request_information(first)
+        return _CountingLinkGuard(first.url, max_pages_for(top, self.budget.limit), self)
 
     async def get_bytes(self, info: RequestInformation) -> bytes:
         """Send `info` through the SDK pipeline and return the raw body of a 2xx answer.
@@ -214,6 +231,20 @@ class GraphClient:
         await self.aclose()
 
 
+class _CountingLinkGuard(LinkGuard):
+    def __init__(self, first_url: str, max_pages: int, client: GraphClient) -> None:
+        super().__init__(first_url, max_pages)
+        self._client = client
+
+    def check(self, link: str) -> str:
+        try:
+            return super().check(link)
+        except ForeignRequestError as exc:
+            self._client.requests.refused_requests += 1
+            log.warning("graph nextLink refused", tenant=self._client.tenant, why=str(exc))
+            raise
+
+
 def _api_failure(exc: APIError) -> GraphRequestError:
     status = exc.response_status_code or 0
     if status == 0:
@@ -221,5 +252,7 @@ def _api_failure(exc: APIError) -> GraphRequestError:
     message = f"graph answered {status}"
     if isinstance(exc, ODataError) and exc.error is not None:
         # Graph's own error code and text, e.g. "InvalidAuthenticationToken: ... expired."
-        message += f" {exc.error.code or ''}: {(exc.error.message or '')[:200]}"
+        code = network_text(exc.error.code or "", keep_newlines=False)[:100]
+        text = redact(network_text(exc.error.message or "", keep_newlines=False))[:200]
+        message += f" {code}: {text}"
     return error_for_status(status, message)

@@ -48,6 +48,15 @@ class MalformedPageError(GraphRequestError):
     reason = FailureReason.MALFORMED
 
 
+class ResponseTooLargeError(MalformedPageError):
+    """An answer past the body size cap: abandoned, counted as malformed."""
+
+
+class ForeignRequestError(MalformedPageError):
+    """A request (a redirect, an `@odata.nextLink`) that left the origin or path it must
+    keep: never sent, counted as malformed since the server's answer pointed there."""
+
+
 class BudgetExhaustedError(GraphRequestError):
     reason = FailureReason.BUDGET
 

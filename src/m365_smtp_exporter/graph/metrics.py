@@ -70,15 +70,35 @@ class GraphMetrics:
             "(Microsoft allows 100 per tenant).",
             labels=["tenant"],
         )
+        clamped = CounterMetricFamily(
+            "m365_graph_retry_after_clamped",
+            "Retry-After values above the 10-minute ceiling or unreadable, replaced by the "
+            "ceiling (or the default back-off).",
+            labels=["tenant"],
+        )
+        refused = CounterMetricFamily(
+            "m365_graph_requests_refused",
+            "Requests never sent: a redirect or nextLink to another origin or path, a "
+            "nextLink loop, or past the page cap of a pull.",
+            labels=["tenant"],
+        )
+        oversized = CounterMetricFamily(
+            "m365_graph_responses_too_large",
+            "Answers abandoned past the body size cap (counted as malformed).",
+            labels=["tenant"],
+        )
         for name, tenant in tenants:
             stats = tenant.client.requests
+            clamped.add_metric([name], float(stats.retry_after_clamped))
+            refused.add_metric([name], float(stats.refused_requests))
+            oversized.add_metric([name], float(stats.oversized_bodies))
             for (endpoint, code), count in sorted(stats.requests.items()):
                 requests.add_metric([name, endpoint.value, code], float(count))
             for endpoint in EndpointKind:
                 throttled.add_metric([name, endpoint.value], float(stats.throttled[endpoint]))
             remaining.add_metric([name], float(tenant.client.budget.remaining()))
             limit.add_metric([name], float(tenant.client.budget.limit))
-        yield from (requests, throttled, remaining, limit)
+        yield from (requests, throttled, remaining, limit, clamped, refused, oversized)
 
     @staticmethod
     def _trace_metrics(pullers: list[tuple[str, TracePuller]]) -> Iterator[Metric]:

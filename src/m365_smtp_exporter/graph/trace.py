@@ -28,7 +28,8 @@ import structlog
 from m365_smtp_exporter.config import TenantConfig, TraceConfig
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.dedup import NewRows, SeenRows
-from m365_smtp_exporter.graph.errors import FailureReason, GraphRequestError
+from m365_smtp_exporter.graph.errors import FailureReason, ForeignRequestError, GraphRequestError
+from m365_smtp_exporter.graph.links import LinkGuard
 from m365_smtp_exporter.graph.records import TracePage, TraceRecord, parse_trace_page
 from m365_smtp_exporter.graph.windows import MAX_WINDOW, PullWindow, plan_windows
 
@@ -68,6 +69,7 @@ class GraphTracePages:
     def __init__(self, client: GraphClient, internal_domains: Collection[str]) -> None:
         self._client = client
         self._domains = frozenset(domain.strip().lower() for domain in internal_domains)
+        self._links: LinkGuard | None = None  # the current pull's nextLink checks
 
     def first_request(self, window: PullWindow, top: int) -> RequestInformation:
         """The first page's request, built by the SDK's request builder."""
@@ -84,10 +86,14 @@ class GraphTracePages:
         return parse_trace_page(await self._client.get_bytes(info), self._domains)
 
     async def first_page(self, window: PullWindow, top: int) -> TracePage:
-        return await self.page(self.first_request(window, top))
+        info = self.first_request(window, top)
+        self._links = self._client.link_guard(info, top)
+        return await self.page(info)
 
     async def next_page(self, link: str) -> TracePage:
-        return await self.page(GraphClient.request_for_url(link))
+        if self._links is None:
+            raise ForeignRequestError("nextLink without a first page")
+        return await self.page(GraphClient.request_for_url(self._links.check(link)))
 
 
 @dataclass(slots=True)

@@ -161,12 +161,12 @@ class _ProbeRun:
 
         started_at = wall_clock()
         token = secrets.token_hex(16)
-        self.message, message_id = build_probe_message(config, now=started_at, token=token)
+        self.message = b""  # built inside the transaction: a probe always reports
         self.result = ProbeResult(
             probe=config.name,
             target=config.target,
             started_at=started_at,
-            message_id=message_id if config.mode == "send" else "",  # session: no mail
+            message_id="",
             probe_token=token,
         )
         self.clock = _Stopwatch(monotonic, first=Phase.RESOLVE)
@@ -214,6 +214,10 @@ class _ProbeRun:
         return self.result
 
     async def _transaction(self) -> None:
+        if self.config.mode == "send":  # a session sends no mail: it has no Message-ID
+            self.message, self.result.message_id = build_probe_message(
+                self.config, now=self.result.started_at, token=self.result.probe_token
+            )
         addresses = await self._resolve()
         await self._connect(addresses)
         await self._banner()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from m365_smtp_exporter.logs import redact
 from m365_smtp_exporter.smtp.result import Reason, Reply
+from m365_smtp_exporter.text_safety import network_text
 
 # Specific categories, for replies Exchange Online is known to send.
 THROTTLE = "throttle"
@@ -57,8 +59,17 @@ CATEGORIES: tuple[str, ...] = (
 
 Status = tuple[int, int, int]
 
-# class.subject.detail; RFC 3463 allows 1-3 digits for subject and detail.
-_ENHANCED_CODE = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
+# class.subject.detail; RFC 3463 allows 1-3 digits for subject and detail. ASCII digits
+# only: `\d` would also take Arabic-Indic or fullwidth digits and mint new label values.
+_ENHANCED_CODE = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:[ \t]+|\Z)")
+# Reply codes that may become a label value: RFC 5321's 2xx-5xx. Anything else is folded.
+INVALID_CODE = 0
+_VALID_CODES = range(200, 600)
+
+
+def _canonical_status(match: re.Match[str]) -> str:
+    """ "5.07.001" and "5.7.1" are one status: one label value."""
+    return ".".join(str(int(part)) for part in match.groups())
 
 
 def _split_status(line: str) -> tuple[str, str]:
@@ -66,7 +77,12 @@ def _split_status(line: str) -> tuple[str, str]:
     match = _ENHANCED_CODE.match(line)
     if match is None:
         return "", line
-    return ".".join(match.groups()), line[match.end() :]
+    return _canonical_status(match), line[match.end() :]
+
+
+def code_label(code: int) -> str:
+    """The `code` label value of a reply: "550", or "invalid" outside 2xx-5xx."""
+    return str(code) if code in _VALID_CODES else "invalid"
 
 
 def _strip_reply_code(line: str, code: int) -> str:
@@ -82,7 +98,12 @@ def parse_reply(code: int, message: str) -> Reply:
 
     The enhanced status code comes from the first line; Exchange repeats it on every line
     of a multi-line reply, so the same code is removed from the following lines too.
+    Network text is decoded and neutralised here (the boundary), and known secrets are
+    removed; a code outside 2xx-5xx becomes `INVALID_CODE`, so no label can be minted.
     """
+    if code not in _VALID_CODES:
+        code = INVALID_CODE
+    message = redact(network_text(message))
     lines = [_strip_reply_code(line.strip(), code) for line in message.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
@@ -97,7 +118,7 @@ def parse_reply(code: int, message: str) -> Reply:
 
 
 def _parse_status(enhanced_code: str) -> Status | None:
-    match = _ENHANCED_CODE.fullmatch(enhanced_code.strip())
+    match = _ENHANCED_CODE.fullmatch(enhanced_code.strip(" \t"))
     if match is None:
         return None
     klass, subject, detail = (int(part) for part in match.groups())

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from m365_smtp_exporter.logs import redact
 from m365_smtp_exporter.smtp.result import TranscriptLine
+from m365_smtp_exporter.text_safety import network_text, printable
 
 REDACTED = "<redacted>"
 CLIENT = "C"
@@ -24,16 +26,20 @@ class Transcript:
         self.lines: list[TranscriptLine] = []
 
     def client(self, text: str) -> None:
-        self.lines.append(TranscriptLine(self._elapsed(), CLIENT, text))
+        self.lines.append(TranscriptLine(self._elapsed(), CLIENT, redact(printable(text))))
 
     def note(self, text: str) -> None:
         """A remark between the wire lines, such as where encryption starts."""
         self.lines.append(TranscriptLine(self._elapsed(), NOTE, text))
 
     def server(self, code: int, message: str) -> None:
-        """One reply, as the server sent it: one line per reply line, `250-` continuations."""
+        """One reply, as the server sent it: one line per reply line, `250-` continuations.
+
+        The text is decoded, neutralised and redacted here, once: a server may echo the
+        credentials it was sent, in plain or base64."""
         at = self._elapsed()
-        texts = [REDACTED] if code == _AUTH_CONTINUE else message.split("\n")
+        shown = redact(network_text(message))
+        texts = [REDACTED] if code == _AUTH_CONTINUE else shown.split("\n")
         for index, text in enumerate(texts):
             separator = "-" if index < len(texts) - 1 else " "
             self.lines.append(TranscriptLine(at, SERVER, f"{code}{separator}{text}".rstrip()))
