@@ -224,11 +224,10 @@ class TracePuller:
             return 0.0
         read = max(0.0, float(self._cursor) - start) if self._cursor is not None else 0.0
         resume = self._resume
-        if resume is not None:
+        if resume is not None:  # a window in progress, beyond the cursor
             window = resume.window
-            read = max(0.0, float(window.start) - start)
-            if resume.oldest is not None:
-                read += max(0.0, window.end - resume.oldest)
+            in_window = 0.0 if resume.oldest is None else max(0.0, window.end - resume.oldest)
+            read = max(read, float(window.start) - start + in_window)
         # 1 means complete: an unfinished span never reads 1, however close it gets
         return min(UNFINISHED, read / (end - start))
 
