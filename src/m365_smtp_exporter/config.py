@@ -139,6 +139,8 @@ class TenantConfig(StrictModel):
     graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
+    # Quota buckets, trace de-dup keys and cursor survive restarts here (None: memory only).
+    quota_state_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
