@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import hash_sender
 from m365_smtp_exporter.quota.tenant import TenantQuota
 
@@ -39,7 +40,16 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
             "Recipients the exporter's own probes sent in the last 24 hours.",
             labels=["tenant", "sender"],
         )
+        rejected = CounterMetricFamily(
+            "m365_quota_state_rejected",
+            "Saved quota state files ignored at start, by reason (unreadable, too_big, corrupt, "
+            "foreign, version, too_old): the day was pulled from Graph again.",
+            labels=["tenant", "reason"],
+        )
         for tenant in tenants():
+            for reason in state_file.REASONS:
+                count = state_file.REJECTED[(tenant.name, reason)]
+                rejected.add_metric([tenant.name, reason], float(count))
             for figure in tenant.figures:
                 labels = [tenant.name, figure.sender, figure.limit_name.value]
                 used.add_metric(labels, float(figure.used))
@@ -53,6 +63,6 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
                     hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender
                 )
                 probe.add_metric([tenant.name, label], float(count))
-        yield from (used, limit, ratio, remaining, recovery, probe)
+        yield from (used, limit, ratio, remaining, recovery, probe, rejected)
 
     return collect
