@@ -44,18 +44,26 @@ def build_probe_message(config: ProbeConfig, *, now: float, token: str) -> tuple
         _SENT_AT: sent_at.isoformat(),
     }
     template = _template(config)
-    if template is None or not all(_SAFE.fullmatch(value) for value in values.values()):
+    if template is None or not all(
+        _SAFE.fullmatch(value) and len(value) <= len(key) for key, value in values.items()
+    ):
         return _render(config, values), message_id
     filled = {key.encode(): value.encode() for key, value in values.items()}
     return _PLACEHOLDER.sub(lambda match: filled[match[0]], template), message_id
 
 
-# Placeholders: ASCII words the email package writes verbatim, replaced per send.
-_DATE, _MESSAGE_ID, _TOKEN = "PROBEDATEx0", "PROBEMSGIDx0", "PROBETOKENx0"
-_SHORT_TOKEN, _SENT_AT = "PROBESHORTx0", "PROBESENTATx0"
+# Placeholders: ASCII words the email package writes verbatim, replaced per send (the Date
+# header must hold a date: a date no probe is sent at).
+_DATE = format_datetime(datetime.fromtimestamp(0, UTC))
+# The others are as long as the longest value they stand for (a longer one is rendered in
+# full), so a filled line is never longer than in the template: same folding, same encoding.
+_MESSAGE_ID = "PROBEMSGIDx".ljust(78 - len("Message-ID: "), "0")  # never folded
+_TOKEN = "PROBETOKENx".ljust(32, "0")
+_SHORT_TOKEN = "PROBESHORTx".ljust(_SUBJECT_TOKEN_LENGTH + 4, "0")
+_SENT_AT = "PROBESENTATx".ljust(len("2026-01-01T00:00:00.000000+00:00"), "0")
 _KEYS = (_DATE, _MESSAGE_ID, _TOKEN, _SHORT_TOKEN, _SENT_AT)
 _EXPECTED_COUNTS = [1, 1, 2, 1, 1]  # the token is in a header and in the body
-_PLACEHOLDER = re.compile("|".join(_KEYS).encode())
+_PLACEHOLDER = re.compile("|".join(map(re.escape, _KEYS)).encode())
 # what may replace a placeholder without changing how the message must be encoded
 _SAFE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,199}")
 _TemplateKey = tuple[str, str, tuple[str, ...], str]
