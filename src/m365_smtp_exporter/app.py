@@ -36,6 +36,7 @@ from m365_smtp_exporter.scheduler import JobScheduler
 from m365_smtp_exporter.sharding import ALL as ALL_SHARDS
 from m365_smtp_exporter.sharding import Shard
 from m365_smtp_exporter.smtp.result import ProbeResult
+from m365_smtp_exporter.smtp.tls import clear_ssl_contexts
 from m365_smtp_exporter.store import ResultsStore
 from m365_smtp_exporter.subsystem import (
     Change,
@@ -276,6 +277,8 @@ class Exporter:
                 return True, []
             try:
                 config = await asyncio.to_thread(load_config, self.config_path)
+                # a reload re-reads CA files even when their names did not change
+                clear_ssl_contexts()
                 await self._apply(config)
             except (ConfigError, ReloadError) as exc:
                 self.store.record_reload(False)

@@ -273,6 +273,8 @@ class TenantConfig(StrictModel):
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
     service_health: ServiceHealthConfig = ServiceHealthConfig()
+    # Quota buckets, trace de-dup keys and cursor survive restarts here (None: memory only).
+    quota_state_file: Path | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:

@@ -4,6 +4,10 @@ only when its configuration changes, so a reload that touches probes alone keeps
 cursor and the quota windows; new services are built (credentials loaded, certificates
 parsed) before any running one is closed.
 
+With `quota_state_file` set, the quota buckets, the trace de-dup keys and the cursor are
+restored from it before the first pull (so a restart pulls only the gap), saved after a
+pull that read pages at most every `save_interval` seconds, and saved on `close`.
+
 Publishes `TraceRowsArrived`; subscribes to `ProbeFinished` (a probe's own send counts
 against its sender at once; its trace rows replace it later).
 """
@@ -25,8 +29,9 @@ from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
+from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import SenderSelection
-from m365_smtp_exporter.quota.metrics import quota_metrics
+from m365_smtp_exporter.quota.metrics import quota_metrics, state_rejected_metrics
 from m365_smtp_exporter.quota.rows import RowFields
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
@@ -35,6 +40,7 @@ from m365_smtp_exporter.scheduler import JobSpec
 from m365_smtp_exporter.subsystem import Change, Context, SubsystemError
 
 log = structlog.get_logger(__name__)
+DEFAULT_SAVE_INTERVAL = 300.0
 
 TraceSink = Callable[[str, Sequence[TraceRecord]], None]
 # Recovery times shrink as the 24 h window rolls: re-take quota snapshots this often (s).
@@ -53,9 +59,14 @@ class TenantServices:
         trace_sinks: Sequence[TraceSink] = (),
         on_change: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
+        save_interval: float = DEFAULT_SAVE_INTERVAL,
     ) -> None:
         self.name = name
         self.config = config
+        self._clock = clock
+        self._save_interval = save_interval
+        self._state_loaded = False
+        self._saved_at = float("-inf")
         self._on_change = on_change
         self._trace_sinks = list(trace_sinks)
         self.quota = TenantQuota(name, config, probe_senders, clock)
@@ -87,10 +98,14 @@ class TenantServices:
     async def pull_trace(self) -> bool:
         if self.puller is None:
             return False
+        if not self._state_loaded:
+            await self.load_state()
         async with self._quota_lock:
             result = await self.puller.pull()  # logs its own outcome
             await self._refresh_off_loop()
         self._release_sends()
+        if result.pages and self._clock() - self._saved_at >= self._save_interval:
+            await self.save_state()
         return result.ok
 
     async def ingest_rows(self, rows: Iterable[RowFields]) -> None:
@@ -98,6 +113,64 @@ class TenantServices:
         async with self._quota_lock:
             self.quota.add_rows(rows)
         self._release_sends()
+
+    async def load_state(self) -> bool:
+        """Restore the saved state (once, before the first pull); False when there is none
+        or it was reported and ignored."""
+        self._state_loaded = True
+        path = self.config.quota_state_file
+        if path is None or self.puller is None:
+            return False
+        document = await asyncio.to_thread(
+            state_file.read_state,
+            path,
+            tenant=self.name,
+            tenant_id=self.config.tenant_id,
+            now=self._clock(),
+        )
+        if document is None:
+            return False
+        try:
+            puller = state_file.puller_state(document)
+            usage = state_file.engine_usage(document, self.quota.engine.limits.internal_domains)
+        except state_file.StateRejectedError as exc:
+            state_file.report_rejected(path, self.name, exc)
+            return False
+        async with self._quota_lock:
+            self.quota.engine.restore_usage(usage)
+            if puller is not None:
+                self.puller.restore_state(puller)
+            await self._refresh_off_loop()
+        self._release_sends()
+        log.info("quota state restored", tenant=self.name, senders=len(usage.senders))
+        return True
+
+    async def save_state(self) -> bool:
+        """Write the state (copies taken now; encoding and writing in a worker thread)."""
+        path = self.config.quota_state_file
+        if path is None or self.puller is None:
+            return False
+        now = self._clock()
+        async with self._quota_lock:  # a consistent copy: no pull or snapshot in between
+            puller, usage = self.puller.export_state(), self.quota.engine.export_usage()
+
+        def encode_and_write() -> None:
+            data = state_file.encode_state(
+                tenant=self.name,
+                tenant_id=self.config.tenant_id,
+                saved_at=now,
+                puller=puller,
+                engine=usage,
+            )
+            state_file.write_atomically(path, data)
+
+        try:
+            await asyncio.to_thread(encode_and_write)
+        except OSError as exc:
+            log.warning("quota state not saved", tenant=self.name, error=str(exc))
+            return False
+        self._saved_at = now
+        return True
 
     def refresh_quota(self) -> bool:
         """Snapshot on the caller's thread (tools, tests); the job uses `refresh_quota_async`."""
@@ -132,6 +205,8 @@ class TenantServices:
             self.quota.record_probe_send(sender, message_id, recipients, at)
 
     async def close(self) -> None:
+        if self._state_loaded:  # never overwrite a saved state this process did not read
+            await self.save_state()
         if self.graph is not None:
             await self.graph.aclose()
         if self.tokens is not None:
@@ -166,7 +241,10 @@ class TenantsSubsystem:
         self.graph_metrics = GraphMetrics()
         # Trace figures and request counters change inside the Graph client without notice,
         # and the budget left depends on the clock: rendered live, a few series per tenant.
-        self.live: Sequence[Collect] = (self.graph_metrics,)
+        self.live: Sequence[Collect] = (
+            self.graph_metrics,
+            state_rejected_metrics(lambda: sorted(self.services)),
+        )
         self.quota_chunk = Chunk(
             "quota",
             quota_metrics(lambda: [s.quota for s in self.services.values()]),

@@ -96,6 +96,7 @@ async def test_metrics_after_a_successful_and_a_failed_pull(
         | sample("m365_trace_last_success_timestamp_seconds", finished_ok)
         | sample("m365_trace_lag_seconds", 30.0)
         | sample("m365_trace_rows_window", 5)
+        | sample("m365_trace_backfill_progress_ratio", 1.0)
         | sample("m365_graph_budget_limit", 50)
         | sample("m365_graph_retry_after_clamped_total", 0)
         | sample("m365_graph_requests_refused_total", 0)
@@ -158,4 +159,4 @@ async def test_forgotten_tenants_disappear(make_client: ClientFactory) -> None:
 
     metrics.forget("contoso")
 
-    assert [family.samples for family in metrics()] == [[]] * 13
+    assert [family.samples for family in metrics()] == [[]] * 14

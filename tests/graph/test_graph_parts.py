@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from m365_smtp_exporter.graph.budget import RequestBudget
-from m365_smtp_exporter.graph.dedup import NewRows, SeenRows, row_keys
+from m365_smtp_exporter.graph.dedup import SeenRows, row_keys
 from m365_smtp_exporter.graph.endpoints import EndpointKind, endpoint_of
 from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.graph.transport import retry_after_seconds
@@ -119,7 +119,7 @@ def record(trace_id: str, received_at: float, recipient: str = "a@example.net") 
 def test_seen_rows_forget_whole_minutes_before_the_horizon() -> None:
     seen = SeenRows()
     rows = [record("id-1", 6_000.0), record("id-1", 6_000.0), record("id-2", 6_059.0)]
-    seen.add(row_keys(rows), rows)
+    seen.add(row_keys(rows), rows, since=0.0)
     (first, _, _) = row_keys(rows)
 
     assert len(seen) == 2 and seen.has(first, 6_000.0)
@@ -130,29 +130,51 @@ def test_seen_rows_forget_whole_minutes_before_the_horizon() -> None:
     assert len(seen) == 0 and not seen and not seen.has(first, 6_000.0)
 
 
-def test_new_rows_keep_one_row_per_trace_id_and_recipient() -> None:
+def test_seen_rows_remember_only_rows_since_the_horizon() -> None:
+    seen = SeenRows()
+    rows = [record("old", 1_000.0), record("new", 6_000.0)]
+    seen.add(row_keys(rows), rows, since=5_000.0)
+
+    assert len(seen) == 1 and seen.has(("new", "a@example.net"), 6_000.0)
+
+
+def test_unseen_keeps_one_row_per_trace_id_and_recipient() -> None:
     seen = SeenRows()
     delivered = [record("old", 6_000.0)]
-    seen.add(row_keys(delivered), delivered)
-    rows = NewRows(seen)
+    seen.add(row_keys(delivered), delivered, since=0.0)
 
-    rows.add_page([record("old", 6_000.0), record("a", 6_010.0), record("a", 6_010.0)])
-    rows.add_page([record("a", 6_010.0), record("a", 6_010.0, recipient="b@example.net")])
+    page = [record("old", 6_000.0), record("a", 6_010.0), record("a", 6_010.0)]
+    fresh, keys = seen.unseen(page)
+    seen.add(keys, fresh, since=0.0)
+    later, _ = seen.unseen([record("a", 6_010.0), record("a", 6_010.0, "b@example.net")])
 
-    assert [(r.id, r.recipient) for r in rows.records] == [
+    assert [(r.id, r.recipient) for r in fresh + later] == [
         ("a", "a@example.net"),
         ("a", "b@example.net"),
     ]
-    assert rows.keys == row_keys(rows.records)
+    assert keys == row_keys(fresh)
 
 
-def test_new_rows_of_a_backfill_are_taken_page_by_page() -> None:
-    rows = NewRows(SeenRows())
+def test_unseen_takes_a_page_outside_remembered_minutes_whole() -> None:
+    seen = SeenRows()
+    delivered = [record("old", 60.0)]
+    seen.add(row_keys(delivered), delivered, since=0.0)
+    page = [record("a", 1_000.0), record("b", 2_000.0)]
 
-    rows.add_page([record("a", 1.0), record("b", 2.0)])
-    rows.add_page([record("b", 2.0), record("c", 3.0)])  # a page repeating a row
+    fresh, keys = seen.unseen(page)
 
-    assert [r.id for r in rows.records] == ["a", "b", "c"]
+    assert fresh == page and keys == [("a", "a@example.net"), ("b", "a@example.net")]
+
+
+def test_seen_rows_round_trip_through_their_buckets() -> None:
+    seen = SeenRows()
+    rows = [record("a", 60.0), record("b", 130.0)]
+    seen.add(row_keys(rows), rows, since=0.0)
+    copy = SeenRows()
+
+    copy.restore(seen.buckets())
+
+    assert list(copy.buckets()) == [(1, [("a", "a@example.net")]), (2, [("b", "a@example.net")])]
 
 
 @pytest.mark.parametrize(

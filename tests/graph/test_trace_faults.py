@@ -178,12 +178,15 @@ async def test_malformed_page_in_the_middle_fails_the_pull_without_gaps_or_doubl
     arrived = add_rows(graph_state, [trace_row(clock() - 20), trace_row(clock() - 10)])
     caught_up = await puller.pull()
 
-    assert failed.outcome == "malformed" and failed.rows == 0
+    # the two pages before the broken one are committed; the next pull goes on from there
+    assert failed.outcome == "malformed" and failed.rows == 2 * 3
     assert service.faults.injected() == {"trace.malformed_json": 1}
     assert puller.stats.pulls["malformed"] == 1
-    assert caught_up.ok and caught_up.rows == 13
+    assert caught_up.ok and caught_up.rows == 11 - 6 + 2
     assert sink.id_counts() == {row.id: 1 for row in rows + arrived}
-    assert service.traffic.responses() == {"trace.200": 3 + 5}
+    # 3 (the third broken), then the third and fourth pages again by the saved link, then
+    # the overlap (13 rows: 5 pages)
+    assert service.traffic.responses() == {"trace.200": 3 + 2 + 5}
 
 
 async def test_malformed_page_after_the_cursor_is_set_rereads_only_that_window(

@@ -1,5 +1,5 @@
-"""The probes' emulator fixtures serve the service-health tests too."""
+"""The emulator with every send path serves the service-health tests too."""
 
-from tests.probes.conftest import control, emulator, graph
+from tests.support.send_paths import closed_port, control, emulator, graph, silent_port
 
-__all__ = ["control", "emulator", "graph"]
+__all__ = ["closed_port", "control", "emulator", "graph", "silent_port"]

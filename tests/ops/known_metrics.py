@@ -84,6 +84,8 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_trace_lag_seconds", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_trace_pulls_total", Kind.COUNTER, ("tenant", "outcome")),
     ExportedMetric("m365_trace_rows_window", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_trace_backfill_progress_ratio", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_quota_state_rejected_total", Kind.COUNTER, ("tenant", "reason")),
     # Microsoft Graph
     ExportedMetric("m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code")),
     ExportedMetric("m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint")),

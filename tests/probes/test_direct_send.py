@@ -7,7 +7,7 @@ import aiohttp
 from m365_emulator.service import Emulator
 from m365_smtp_exporter.probes import run_probe
 from m365_smtp_exporter.smtp.result import Phase, Reason
-from tests.probes.conftest import INBOX, probe
+from tests.support.send_paths import INBOX, probe
 
 
 async def _put(control: aiohttp.ClientSession, path: str, body: object) -> None:

@@ -15,7 +15,7 @@ from m365_smtp_exporter.probes import run_probe
 from m365_smtp_exporter.probes.paths import ProbePaths
 from m365_smtp_exporter.smtp.message import TOKEN_HEADER
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
-from tests.probes.conftest import INBOX, probe
+from tests.support.send_paths import INBOX, probe
 
 
 def assert_refused(result: ProbeResult, reason: Reason, status: int, category: str) -> None:

@@ -14,8 +14,8 @@ from m365_smtp_exporter.probes import run_probe
 from m365_smtp_exporter.probes.paths import ProbePaths
 from m365_smtp_exporter.smtp.replies import classify, parse_reply
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
-from tests.probes.conftest import HVE_ACCOUNT, INBOX, PASSWORD, outlook_token, probe
 from tests.support.prom import value
+from tests.support.send_paths import HVE_ACCOUNT, INBOX, PASSWORD, outlook_token, probe
 
 
 def assert_refused(

@@ -72,3 +72,21 @@ def test_data_payload_dot_stuffs_and_terminates() -> None:
 
 def test_data_payload_keeps_a_final_crlf() -> None:
     assert data_payload(b"a\r\n") == b"a\r\n.\r\n"
+
+
+def test_filled_template_equals_a_full_render(make_config: Callable[..., ProbeConfig]) -> None:
+    from m365_smtp_exporter.smtp import message as module
+
+    for config in (make_config(25), make_config(25, subject="Prüfung " * 12)):
+        raw, message_id = build_probe_message(config, now=SENT_AT, token="0123456789abcdef")
+        values = {
+            module._DATE: parse(raw)["Date"],
+            module._MESSAGE_ID: message_id,
+            module._TOKEN: "0123456789abcdef",
+            module._SHORT_TOKEN: "01234567",
+            module._SENT_AT: "2026-01-01T00:00:00+00:00",
+        }
+        full = module._render(config, values)
+        filled, rendered = parse(raw), parse(full)
+        assert filled.items() == rendered.items()  # every header, in order
+        assert filled.get_content() == rendered.get_content()

@@ -1,42 +1,43 @@
 """Which trace rows are new: keys of rows already delivered, kept only as long as needed.
 
 Rows are keyed by (trace id, recipient): Graph writes one row per message and recipient,
-and a trace id may be shared by the rows of one message. A key is stored as its 64-bit
-hash (a collision among a million keys has a chance of about 3e-8) in a bucket per minute
-of `receivedDateTime`, so forgetting the keys a pull can no longer re-read drops whole
-buckets. Work is done per page and per bucket with C-level iteration where possible: a
-back-fill hands over hundreds of thousands of rows at once.
+and a trace id may be shared by the rows of one message. Keys are kept as those string
+pairs (stable across processes, so they can be persisted) in a bucket per minute of
+`receivedDateTime`, and only for the rows a later request can read again (the pull overlap
+and the newest rows of a window in progress, see trace.py): memory follows the overlap,
+not the window. Forgetting drops whole buckets. A page is checked in one pass of C-level
+work when none of its rows fall in a remembered minute, which is the common case of a
+back-fill.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from itertools import groupby
-from operator import attrgetter, itemgetter
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import compress
+from operator import attrgetter
 
 from m365_smtp_exporter.graph.records import TraceRecord
 
-BUCKET_SECONDS = 60.0
+BUCKET_SECONDS = 60
+RowKey = tuple[str, str]  # (trace id, recipient)
 _ID = attrgetter("id")
 _RECIPIENT = attrgetter("recipient")
 _RECEIVED_AT = attrgetter("received_at")
-_MINUTE = itemgetter(0)
-_KEY = itemgetter(1)
 
 
-def row_keys(records: Sequence[TraceRecord]) -> list[int]:
-    return list(map(hash, zip(map(_ID, records), map(_RECIPIENT, records), strict=True)))
+def row_keys(records: Sequence[TraceRecord]) -> list[RowKey]:
+    return list(zip(map(_ID, records), map(_RECIPIENT, records), strict=True))
 
 
-def _minutes(received_at: Iterable[float]) -> Iterable[int]:
-    return map(int, map(BUCKET_SECONDS.__rfloordiv__, received_at))
+def minute_of(received_at: float) -> int:
+    return int(received_at // BUCKET_SECONDS)
 
 
 class SeenRows:
     """Keys of delivered rows, bucketed by minute."""
 
     def __init__(self) -> None:
-        self._buckets: dict[int, set[int]] = {}
+        self._buckets: dict[int, set[RowKey]] = {}
 
     def __len__(self) -> int:
         return sum(map(len, self._buckets.values()))
@@ -44,49 +45,69 @@ class SeenRows:
     def __bool__(self) -> bool:
         return bool(self._buckets)
 
-    def has(self, key: int, received_at: float) -> bool:
-        bucket = self._buckets.get(int(received_at // BUCKET_SECONDS))
+    def has(self, key: RowKey, received_at: float) -> bool:
+        bucket = self._buckets.get(minute_of(received_at))
         return bucket is not None and key in bucket
 
-    def add(self, keys: Sequence[int], records: Sequence[TraceRecord]) -> None:
-        """Remember `keys`, the keys of `records` (in the same order)."""
+    def unseen(self, records: Sequence[TraceRecord]) -> tuple[list[TraceRecord], list[RowKey]]:
+        """The rows of `records` never remembered nor repeated earlier in `records`, with
+        their keys (in order)."""
+        keys = row_keys(records)
+        if not records:
+            return [], keys
         buckets = self._buckets
-        pairs = zip(_minutes(map(_RECEIVED_AT, records)), keys, strict=True)
-        for minute, group in groupby(pairs, key=_MINUTE):
+        distinct = len(set(keys)) == len(keys)
+        if distinct and not self._may_hold(records):
+            return list(records), keys
+        fresh: list[bool] = []
+        mark = fresh.append
+        page: set[RowKey] = set()
+        for key, record in zip(keys, records, strict=True):
+            bucket = buckets.get(minute_of(record.received_at))
+            new = key not in page and (bucket is None or key not in bucket)
+            if new and not distinct:
+                page.add(key)
+            mark(new)
+        return list(compress(records, fresh)), list(compress(keys, fresh))
+
+    def _may_hold(self, records: Sequence[TraceRecord]) -> bool:
+        """Whether any of `records` falls in a remembered minute (cheap range test)."""
+        if not self._buckets:
+            return False
+        lowest = minute_of(min(map(_RECEIVED_AT, records)))
+        highest = minute_of(max(map(_RECEIVED_AT, records)))
+        return any(lowest <= minute <= highest for minute in self._buckets)
+
+    def add(self, keys: Sequence[RowKey], records: Sequence[TraceRecord], *, since: float) -> None:
+        """Remember the keys of `records` (same order) received at or after `since`."""
+        if not records or max(map(_RECEIVED_AT, records)) < since:
+            return  # a back-fill page far behind the overlap: nothing will read it again
+        buckets = self._buckets
+        for key, record in zip(keys, records, strict=True):
+            received = record.received_at
+            if received < since:
+                continue
+            minute = minute_of(received)
             bucket = buckets.get(minute)
             if bucket is None:
                 bucket = buckets[minute] = set()
-            bucket.update(map(_KEY, group))
+            bucket.add(key)
+
+    def add_keys(self, keys: Iterable[RowKey], received_at: float) -> None:
+        """Remember keys of rows received at `received_at`."""
+        self._buckets.setdefault(minute_of(received_at), set()).update(keys)
 
     def forget_before(self, horizon: float) -> None:
         """Drop keys of rows received entirely before `horizon` (whole minutes only)."""
-        last_dropped = int(horizon // BUCKET_SECONDS) - 1
+        last_dropped = minute_of(horizon) - 1
         for minute in [m for m in self._buckets if m <= last_dropped]:
             del self._buckets[minute]
 
+    def buckets(self) -> Iterator[tuple[int, list[RowKey]]]:
+        """(minute, keys) of every bucket, oldest first, to persist them."""
+        for minute in sorted(self._buckets):
+            yield minute, sorted(self._buckets[minute])
 
-class NewRows:
-    """The rows of one window that were never delivered, collected page by page."""
-
-    def __init__(self, seen: SeenRows) -> None:
-        self._seen = seen
-        self._fresh: set[int] = set()
-        self.records: list[TraceRecord] = []
-        self.keys: list[int] = []
-
-    def add_page(self, records: Sequence[TraceRecord]) -> None:
-        keys = row_keys(records)
-        page_keys = set(keys)
-        fresh = self._fresh
-        if not self._seen and len(page_keys) == len(keys) and fresh.isdisjoint(page_keys):
-            fresh |= page_keys  # a back-fill: nothing delivered yet, nothing repeated
-            self.records.extend(records)
-            self.keys.extend(keys)
-            return
-        seen = self._seen
-        for key, record in zip(keys, records, strict=True):
-            if key in fresh or seen.has(key, record.received_at):
-                continue
-            fresh.add(key)
-            self.keys.append(key)
-            self.records.append(record)
+    def restore(self, buckets: Iterable[tuple[int, Iterable[RowKey]]]) -> None:
+        for minute, keys in buckets:
+            self._buckets.setdefault(minute, set()).update(keys)

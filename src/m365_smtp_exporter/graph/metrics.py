@@ -6,6 +6,11 @@ puller; a family is rendered once with a series per tenant.
 `m365_trace_lag_seconds` is the time from the newest `receivedDateTime` delivered so far to
 the end of the last successful pull: Microsoft's trace delay plus any quiet period with no
 mail. It is absent until a row has been seen.
+
+`m365_trace_backfill_progress_ratio` (0..1) is the share of the span a puller set out to read
+(the first back-fill, or a gap after a restart) that it has committed. Pages are committed
+as they arrive, so quota figures exist from the first page on; while the ratio is below 1
+they are partial (lower bounds). It is 1 once the span is read to its end.
 """
 
 from __future__ import annotations
@@ -132,7 +137,14 @@ class GraphMetrics:
             "Trace rows remembered for de-duplication across overlapping pulls.",
             labels=["tenant"],
         )
+        backfill = GaugeMetricFamily(
+            "m365_trace_backfill_progress_ratio",
+            "Share (0..1) of the trace back-fill read so far; below 1 the quota figures are "
+            "partial (lower bounds).",
+            labels=["tenant"],
+        )
         for name, puller in pullers:
+            backfill.add_metric([name], puller.backfill_progress)
             stats = puller.stats
             for (status, direction), count in sorted(stats.messages.items()):
                 messages.add_metric([name, status, direction], float(count))
@@ -144,4 +156,4 @@ class GraphMetrics:
             for outcome in PULL_OUTCOMES:
                 pulls.add_metric([name, outcome], float(stats.pulls[outcome]))
             window.add_metric([name], float(puller.rows_window))
-        yield from (messages, success, last_success, lag, pulls, window)
+        yield from (messages, success, last_success, lag, pulls, window, backfill)

@@ -17,10 +17,10 @@ parses hundreds of thousands. Only the fields the exporter uses are kept.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
-from operator import itemgetter
+from functools import lru_cache, partial
+from operator import attrgetter, itemgetter, methodcaller
 from typing import Any, NamedTuple
 
 import orjson
@@ -83,75 +83,128 @@ def parse_trace_page(body: bytes, internal_domains: Collection[str]) -> TracePag
     return TracePage(_records(values, internal_domains), next_link)
 
 
-# The row fields we read, fetched per row in one C call; Graph writes every property (null
-# when empty), so a missing optional one sends the page through the lenient getter.
-_FIELDS = itemgetter(
-    "id", "receivedDateTime", "senderAddress", "recipientAddress", "messageId", "status"
-)
-_Fields = tuple[Any, Any, Any, Any, Any, Any]
+# Column by column: each field is fetched for the whole page in one C-level `map`, and each
+# distinct raw value is converted once per page through a dict whose `__missing__` does the
+# work, so repeated values (timestamps to the second, correspondents, statuses) cost a
+# C-level lookup and share one object. Graph writes every property (null when empty); a
+# missing optional one is read leniently.
+_ID = itemgetter("id")
+_RECEIVED = itemgetter("receivedDateTime")
+_OPTIONAL = ("senderAddress", "recipientAddress", "messageId", "status")
+_GETTERS = {name: itemgetter(name) for name in _OPTIONAL}
+_LENIENT = {name: methodcaller("get", name) for name in _OPTIONAL}
 
 
-def _fields_leniently(value: Any) -> _Fields:
-    return (
-        value["id"],
-        value["receivedDateTime"],
-        value.get("senderAddress"),
-        value.get("recipientAddress"),
-        value.get("messageId"),
-        value.get("status"),
-    )
+class _Converted(dict[Any, Any]):
+    """raw value -> converted value, computed on first sight."""
+
+    __slots__ = ("_convert",)
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._convert = convert
+
+    def __missing__(self, raw: Any) -> Any:
+        value = self[raw] = self._convert(raw)
+        return value
+
+
+def _column(values: list[Any], name: str) -> list[Any]:
+    try:
+        return list(map(_GETTERS[name], values))
+    except KeyError:
+        return list(map(_LENIENT[name], values))
 
 
 def _records(values: list[Any], internal_domains: Collection[str]) -> list[TraceRecord]:
+    if not values:
+        return []
     try:
-        try:
-            return _build(map(_FIELDS, values), internal_domains)
-        except KeyError:
-            return _build(map(_fields_leniently, values), internal_domains)
+        ids = list(map(_ID, values))
+        stamps = list(map(_RECEIVED, values))
+        senders, recipients, message_ids, statuses = (_column(values, n) for n in _OPTIONAL)
     except (KeyError, TypeError, AttributeError):
-        # a row that is not an object, lacks `id`/`receivedDateTime`, or has odd value types
+        # a row that is not an object or lacks `id`/`receivedDateTime`
+        raise MalformedPageError("trace page with an unusable row") from None
+    if set(map(type, ids)) != {str} or "" in ids:
+        raise MalformedPageError("trace row with an empty or non-string 'id'")
+    if set(map(type, message_ids)) != {str}:
+        message_ids = [m if m.__class__ is str else "" for m in message_ids]
+    try:
+        return _build(
+            ids=ids,
+            stamps=stamps,
+            senders=senders,
+            recipients=recipients,
+            message_ids=message_ids,
+            statuses=statuses,
+            internal_domains=internal_domains,
+        )
+    except TypeError:  # an unhashable value (an object or array where a string belongs)
         raise MalformedPageError("trace page with an unusable row") from None
 
 
-def _build(rows: Iterable[_Fields], internal_domains: Collection[str]) -> list[TraceRecord]:
-    # Busy tenants repeat timestamps (second precision), addresses, domain pairs and statuses
-    # within a page: the caches save the work and let repeated values share one object.
-    stamps: dict[Any, float] = {}
-    addresses: dict[Any, tuple[str, str]] = {}  # raw -> (normalised address, domain)
-    directions: dict[tuple[str, str], str] = {}  # (sender domain, recipient domain)
-    statuses: dict[Any, str] = {}
-    records: list[TraceRecord] = []
-    append = records.append
-    new_record = tuple.__new__  # what TraceRecord(...) does, minus a Python-level call
-    for trace_id, stamp, raw_sender, raw_recipient, raw_message_id, raw_status in rows:
-        if trace_id.__class__ is not str or not trace_id:
-            raise MalformedPageError("trace row with an empty or non-string 'id'")
-        received = stamps.get(stamp)
-        if received is None:
-            received = stamps[stamp] = _epoch(stamp)
-        sender = addresses.get(raw_sender)
-        if sender is None:
-            sender = addresses[raw_sender] = _address(raw_sender)
-        recipient = addresses.get(raw_recipient)
-        if recipient is None:
-            recipient = addresses[raw_recipient] = _address(raw_recipient)
-        pair = (sender[1], recipient[1])
-        direction = directions.get(pair)
-        if direction is None:
-            direction = directions[pair] = direction_of(
-                sender[0], recipient[0], internal_domains
-            ).value
-        status = statuses.get(raw_status)
-        if status is None:
-            status = statuses[raw_status] = status_label(raw_status)
-        message_id = raw_message_id if raw_message_id.__class__ is str else ""
-        append(
-            new_record(
-                TraceRecord,
-                (trace_id, sender[0], recipient[0], message_id, received, status, direction),
-            )
+def _build(
+    *,
+    ids: list[str],
+    stamps: list[Any],
+    senders: list[Any],
+    recipients: list[Any],
+    message_ids: list[str],
+    statuses: list[Any],
+    internal_domains: Collection[str],
+) -> list[TraceRecord]:
+    addresses = _ADDRESSES
+    if len(addresses) > _ADDRESS_CACHE_LIMIT:  # bounded: trace pages are hostile input
+        addresses.clear()
+    sender_pairs = list(map(addresses.__getitem__, senders))
+    recipient_pairs = list(map(addresses.__getitem__, recipients))
+
+    def direction(domains: tuple[str, str]) -> str:
+        # direction_of reads only the domains: hand it one address of each
+        return direction_of(f"@{domains[0]}", f"@{domains[1]}", internal_domains).value
+
+    directions = _Converted(direction)  # keyed by (sender domain, recipient domain)
+    return list(
+        map(
+            _new_record,
+            zip(
+                ids,
+                map(_FIRST, sender_pairs),
+                map(_FIRST, recipient_pairs),
+                message_ids,
+                _epochs(stamps),
+                map(_Converted(status_label).__getitem__, statuses),
+                map(
+                    directions.__getitem__,
+                    zip(map(_SECOND, sender_pairs), map(_SECOND, recipient_pairs), strict=True),
+                ),
+                strict=True,
+            ),
         )
-    return records
+    )
+
+
+_ADDRESS_CACHE_LIMIT = 1 << 17
+_TZINFO = attrgetter("tzinfo")
+
+
+def _epochs(stamps: list[Any]) -> list[float]:
+    """Epoch seconds of `receivedDateTime` values, converted in C when all are well-formed
+    UTC stamps; otherwise one by one, with an error naming the bad value."""
+    try:
+        moments = list(map(datetime.fromisoformat, stamps))
+    except (TypeError, ValueError):
+        moments = None
+    if moments is None or None in set(map(_TZINFO, moments)):
+        return list(map(_Converted(_epoch).__getitem__, stamps))
+    return list(map(datetime.timestamp, moments))
+
+
+_FIRST = itemgetter(0)
+_SECOND = itemgetter(1)
+# what TraceRecord(*fields) does, minus a Python-level call
+_new_record = partial(tuple.__new__, TraceRecord)
 
 
 @lru_cache(maxsize=1 << 16)  # a tenant's correspondents recur from page to page
@@ -161,6 +214,9 @@ def _address(raw: object) -> tuple[str, str]:
         return ("", "")
     address = raw.strip().lower()
     return (address, domain_of(address))
+
+
+_ADDRESSES = _Converted(_address)  # raw -> (address, domain), for all pages
 
 
 def _epoch(stamp: object) -> float:

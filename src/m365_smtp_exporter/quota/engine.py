@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from m365_smtp_exporter.quota.batch import BatchCutoffs, BatchSums, sum_rows
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
@@ -58,6 +59,18 @@ from m365_smtp_exporter.quota.window import (
 )
 
 DEFAULT_PROBE_MATCH_HORIZON_SECONDS = 900
+
+
+class SenderUsageState(NamedTuple):
+    """One sender's buckets, to persist them (see state_file.py)."""
+
+    external: dict[int, int]  # bucket -> recipients
+    internal: dict[int, int]
+    messages: dict[int, dict[str, int]]  # bucket -> message id -> rows
+
+
+class EngineUsage(NamedTuple):
+    senders: dict[str, SenderUsageState]
 
 
 class _SenderUsage:
@@ -234,6 +247,33 @@ class QuotaEngine:
         else:
             usage.internal.add(bucket, amount, cutoffs.day)
         usage.messages.add(bucket, message_id, amount, cutoffs.messages)
+
+    def export_usage(self) -> EngineUsage:
+        """Every sender's buckets still inside their windows (probe sends not included)."""
+        cutoffs = self._cutoffs(self._advance())
+        senders: dict[str, SenderUsageState] = {}
+        for sender, usage in self._senders.items():
+            state = SenderUsageState(
+                dict(usage.external.buckets(cutoffs.day)),
+                dict(usage.internal.buckets(cutoffs.day)),
+                usage.messages.messages_since(cutoffs.messages),
+            )
+            if state.external or state.internal or state.messages:
+                senders[sender] = state
+        return EngineUsage(senders)
+
+    def restore_usage(self, usage: EngineUsage) -> None:
+        """Add saved buckets (before any row): those out of their windows by now expire."""
+        cutoffs = self._cutoffs(self._advance())
+        tenant: Counter[int] = Counter()
+        for sender, state in usage.senders.items():
+            counters = self._usage(sender)
+            counters.external.add_counts(state.external, cutoffs.day)
+            counters.internal.add_counts(state.internal, cutoffs.day)
+            tenant.update(state.external)
+            for bucket, rows in sorted(state.messages.items()):
+                counters.messages.add_messages(bucket, rows, cutoffs.messages)
+        self._tenant_external.add_counts(tenant, cutoffs.day)
 
     def snapshot(self, now: float | None = None) -> QuotaSnapshot:
         """Usage at `now` (default: the injected clock); expired buckets are dropped."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import hash_sender
 from m365_smtp_exporter.quota.tenant import TenantQuota
 
@@ -57,5 +58,25 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
                 )
                 probe.add_metric([tenant.name, label], float(count))
         yield from (used, limit, ratio, remaining, recovery, probe)
+
+    return collect
+
+
+def state_rejected_metrics(tenants: Callable[[], Iterable[str]]) -> Callable[[], Iterator[Metric]]:
+    """Saved quota state files ignored at start: a handful of series per tenant, rendered at
+    every scrape (apart from the large, cached quota families)."""
+
+    def collect() -> Iterator[Metric]:
+        rejected = CounterMetricFamily(
+            "m365_quota_state_rejected",
+            "Saved quota state files ignored at start, by reason (unreadable, too_big, corrupt, "
+            "foreign, version, too_old): the day was pulled from Graph again.",
+            labels=["tenant", "reason"],
+        )
+        for tenant in tenants():
+            for reason in state_file.REASONS:
+                count = state_file.REJECTED[(tenant, reason)]
+                rejected.add_metric([tenant, reason], float(count))
+        yield rejected
 
     return collect

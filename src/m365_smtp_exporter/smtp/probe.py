@@ -38,9 +38,9 @@ from m365_smtp_exporter.smtp.message import build_probe_message, data_payload
 from m365_smtp_exporter.smtp.replies import classify, parse_reply
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason, RejectedReply
 from m365_smtp_exporter.smtp.tls import (
-    build_ssl_context,
     handshake_failure,
     server_hostname,
+    shared_ssl_context,
     tls_facts,
 )
 from m365_smtp_exporter.smtp.transcript import REDACTED, Transcript
@@ -489,7 +489,7 @@ class _ProbeRun:
     async def _context(self) -> ssl.SSLContext:
         if self.ssl_context is None:
             try:
-                self.ssl_context = await asyncio.to_thread(build_ssl_context, self.config)
+                self.ssl_context = await shared_ssl_context(self.config)
             except (ssl.SSLError, OSError) as exc:
                 raise _ProbeError(
                     Reason.TLS_HANDSHAKE, f"cannot load CA certificates: {_why(exc)}"

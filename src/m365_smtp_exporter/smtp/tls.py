@@ -3,7 +3,12 @@ finished handshake tells us (version, cipher, certificate expiry)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import ssl
+import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -43,6 +48,54 @@ def build_ssl_context(config: ProbeConfig) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+class _ContextKey(NamedTuple):
+    """What a context is built from: the probe's TLS settings and its CA file's version."""
+
+    ca_file: str | None
+    ca_file_version: tuple[int, int] | None  # (mtime_ns, size); None: no file given
+    min_version: str
+    tls_verify: bool
+
+
+# Loading the system CA store takes tens of milliseconds: a context is built once per
+# TLS configuration and shared by every run of the probes using it. It is rebuilt when the
+# CA file changes (mtime or size), after `CONTEXT_MAX_AGE` (the system store may be
+# updated), and after `clear_ssl_contexts` (a configuration reload).
+CONTEXT_MAX_AGE = 3600.0
+_CONTEXTS: dict[_ContextKey, tuple[float, ssl.SSLContext]] = {}
+
+
+def _context_key(config: ProbeConfig) -> _ContextKey:
+    version = None
+    if config.ca_file is not None:
+        stat = os.stat(config.ca_file)  # raises OSError for a missing file, like loading
+        version = (stat.st_mtime_ns, stat.st_size)
+    ca_file = str(config.ca_file) if config.ca_file is not None else None
+    return _ContextKey(ca_file, version, config.min_version, config.tls_verify)
+
+
+async def shared_ssl_context(
+    config: ProbeConfig, *, clock: Callable[[], float] = time.monotonic
+) -> ssl.SSLContext:
+    """The client context for `config`'s TLS settings, built off the event loop on first
+    use and then shared. Raises `ssl.SSLError` / `OSError` when the CA file is unusable."""
+    key = _context_key(config)
+    now = clock()
+    cached = _CONTEXTS.get(key)
+    if cached is not None and now - cached[0] < CONTEXT_MAX_AGE:
+        return cached[1]
+    context = await asyncio.to_thread(build_ssl_context, config)
+    for stale in [k for k in _CONTEXTS if k.ca_file == key.ca_file]:
+        del _CONTEXTS[stale]  # an older version of the same CA file
+    _CONTEXTS[key] = (now, context)
+    return context
+
+
+def clear_ssl_contexts() -> None:
+    """Forget every shared context (on a configuration reload)."""
+    _CONTEXTS.clear()
 
 
 def server_hostname(config: ProbeConfig) -> str:

@@ -1,0 +1,252 @@
+"""The whole trace path through a running exporter, against the same bytes read bare.
+
+Three processes: a Graph stand-in (bench/trace_standin.py: Microsoft's exact JSON shape,
+pages of 5,000, newest first), the exporter (`Exporter` from app.py with its scheduler,
+web server, tenant services, puller and quota engine; a static token instead of Entra ID)
+and this one, which starts them, waits and reports. For each size (rows, senders) and each
+run, a fresh exporter back-fills the last 24 h once; it reports, from inside:
+
+- wall and CPU from the end of start-up (the first pull is scheduled, not yet run) to the
+  quota figures published (the pull, de-dup, engine and the snapshot after it),
+- its RSS before the pull, its peak RSS (VmHWM) and RSS after,
+- the longest event-loop stall seen by a 5 ms ticker during the pull.
+
+In the same run, this process reads the same pages (a) with httpx + orjson + a dict count
+of (sender, status) and (b) bare: `orjson.loads` + the dict count over the bytes already in
+memory. Ratios are full path / bare. Medians of `--runs` runs, with min and max.
+
+The exporter's request budget is lifted for this benchmark (Microsoft's 100 requests per
+5 minutes would make a 1M-row back-fill take 10 minutes); bench_trace_budget.py covers it.
+
+    python bench/bench_trace_pipeline.py [--runs 3] [--sizes 10000:1000,100000:10000,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import trace_standin
+
+DEFAULT_SIZES = "10000:1000,100000:10000,1000000:100000"
+
+
+def _proc_status(field: str) -> int:
+    """A `kB` line of /proc/self/status, in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+# ---- the exporter, in a child process ---------------------------------------------------
+
+
+def run_exporter(base_url: str, rows: int, conn: Connection) -> None:
+    asyncio.run(_run_exporter(base_url, rows, conn))
+
+
+async def _run_exporter(base_url: str, rows: int, conn: Connection) -> None:
+    import gc
+
+    from m365_smtp_exporter.app import Exporter
+    from m365_smtp_exporter.auth import StaticTokenProvider
+    from m365_smtp_exporter.config import parse_config
+
+    config = parse_config(
+        f"""
+tenants:
+  contoso:
+    tenant_id: 2f6a8b3c-1d4e-4f5a-9b6c-7d8e9f0a1b2c
+    client_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
+    client_secret: bench
+    graph_base_url: {base_url}/v1.0
+    accepted_domains: [contoso.com]
+    trace: {{interval: 1h, lookback: 24h, timeout: 1h}}
+"""
+    )
+    tenant = config.tenants["contoso"]
+    # the budget is lifted for a speed measurement (the config caps it at Microsoft's 100)
+    config.tenants["contoso"] = tenant.model_copy(update={"graph_budget": 1_000_000})
+    exporter = Exporter(
+        config,
+        listen_address="127.0.0.1:0",
+        token_provider_factory=lambda _: StaticTokenProvider("bench-token"),
+    )
+    gc.collect()
+    rss_before = _proc_status("VmRSS")
+    stall = 0.0
+    loop = asyncio.get_running_loop()
+
+    async def ticker() -> None:
+        nonlocal stall
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            stall = max(stall, loop.time() - before - 0.005)
+
+    await exporter.start()  # the first pull is scheduled here; it runs at the next await
+    # as serve_forever does once started: start-up objects out of every later collection
+    gc.collect()
+    gc.freeze()
+    wall0, cpu0 = time.perf_counter(), time.process_time()  # the pull, not the start-up
+    tick = asyncio.create_task(ticker())
+    services = exporter.tenants["contoso"]
+    while not (services.puller and services.puller.stats.last_pull_ok and services.quota.figures):  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    tick.cancel()
+    assert services.puller is not None
+    delivered = sum(services.puller.stats.messages.values())
+    gc.collect()
+    conn.send(
+        {
+            "wall": wall,
+            "cpu": cpu,
+            "rows": delivered,
+            "rss_before": rss_before,
+            "rss_peak": _proc_status("VmHWM"),
+            "rss_after": _proc_status("VmRSS"),
+            "stall": stall,
+        }
+    )
+    await exporter.stop()
+
+
+# ---- baselines, in this process ---------------------------------------------------------
+
+
+def count(document: object, counts: dict[tuple[str, str], int]) -> int:
+    assert isinstance(document, dict)
+    values = document["value"]
+    for row in values:
+        key = (row["senderAddress"], row["status"])
+        counts[key] = counts.get(key, 0) + 1
+    return len(values)
+
+
+async def httpx_baseline(base_url: str) -> tuple[float, float, list[bytes]]:
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    counts: dict[tuple[str, str], int] = {}
+    bodies: list[bytes] = []
+    url: str | None = f"{base_url}/v1.0/admin/exchange/tracing/messageTraces"
+    async with httpx.AsyncClient() as client:
+        while url is not None:
+            body = (await client.get(url)).content
+            document = orjson.loads(body)
+            count(document, counts)
+            bodies.append(body)
+            url = document.get("@odata.nextLink")
+    return time.perf_counter() - wall0, time.process_time() - cpu0, bodies
+
+
+def bare_baseline(bodies: Sequence[bytes]) -> tuple[float, float]:
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    counts: dict[tuple[str, str], int] = {}
+    for body in bodies:
+        count(orjson.loads(body), counts)
+    return time.perf_counter() - wall0, time.process_time() - cpu0
+
+
+# ---- the run ----------------------------------------------------------------------------
+
+
+def in_child(target: Callable[..., None], *args: object) -> tuple[Connection, object]:
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=target, args=(*args, child))
+    process.start()
+    return parent, process
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
+    med, low, high = statistics.median(values), min(values), max(values)
+    return f"{med * scale:,.{digits}f} [{low * scale:,.{digits}f}-{high * scale:,.{digits}f}]"
+
+
+def measure(rows: int, senders: int, runs: int) -> dict[str, list[float]]:
+    conn, standin = in_child(trace_standin.serve, rows, senders, 5000)
+    base_url, _ = conn.recv()
+    results: dict[str, list[float]] = {}
+    try:
+        for _ in range(runs):
+            econn, exporter = in_child(run_exporter, base_url, rows)
+            report = econn.recv()
+            exporter.join(timeout=60)  # type: ignore[attr-defined]
+            assert report["rows"] == rows, report
+            wall, cpu, bodies = asyncio.run(httpx_baseline(base_url))
+            bare_wall, bare_cpu = bare_baseline(bodies)
+            del bodies
+            sample = {
+                "exporter_wall": report["wall"],
+                "exporter_cpu": report["cpu"],
+                "rss_before": report["rss_before"],
+                "rss_peak": report["rss_peak"],
+                "rss_after": report["rss_after"],
+                "stall": report["stall"],
+                "httpx_wall": wall,
+                "httpx_cpu": cpu,
+                "bare_wall": bare_wall,
+                "bare_cpu": bare_cpu,
+            }
+            for key, value in sample.items():
+                results.setdefault(key, []).append(value)
+            results.setdefault("ratio_bare", []).append(bare_wall / report["wall"])
+            results.setdefault("ratio_httpx", []).append(wall / report["wall"])
+    finally:
+        conn.send("stop")
+        standin.join(timeout=30)  # type: ignore[attr-defined]
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rows:senders,...")
+    args = parser.parse_args()
+    sizes = [tuple(int(part) for part in size.split(":")) for size in args.sizes.split(",")]
+    print(f"trace path through a running exporter, {args.runs} runs: median [min-max]")
+    header = (
+        f"{'rows':>9} {'senders':>8} | {'exporter rows/s (wall)':>28} {'CPU s':>20} | "
+        f"{'bare orjson rows/s':>28} {'httpx+orjson rows/s':>28} | {'x bare':>18} "
+        f"{'x httpx':>18} | {'RSS before/peak/after MB':>26} | {'stall ms':>16}"
+    )
+    print(header)
+    for rows, senders in sizes:
+        r = measure(rows, senders, args.runs)
+        rate = [rows / wall for wall in r["exporter_wall"]]
+        bare = [rows / wall for wall in r["bare_wall"]]
+        httpx_rate = [rows / wall for wall in r["httpx_wall"]]
+        mb = 1 / 2**20
+        memory = (
+            f"{statistics.median(r['rss_before']) * mb:.0f}/"
+            f"{statistics.median(r['rss_peak']) * mb:.0f}/"
+            f"{statistics.median(r['rss_after']) * mb:.0f}"
+        )
+        print(
+            f"{rows:>9,} {senders:>8,} | {spread(rate):>28} {spread(r['exporter_cpu'], 1, 2):>20}"
+            f" | {spread(bare):>28} {spread(httpx_rate):>28} | "
+            f"{spread(r['ratio_bare'], 1, 2):>18} {spread(r['ratio_httpx'], 1, 2):>18} | "
+            f"{memory:>26} | {spread(r['stall'], 1000, 1):>16}",
+            flush=True,
+        )
+        print(
+            f"{'':>19}   peak RSS MB {spread(r['rss_peak'], mb)}; bare CPU s "
+            f"{spread(r['bare_cpu'], 1, 2)}; httpx CPU s {spread(r['httpx_cpu'], 1, 2)}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
