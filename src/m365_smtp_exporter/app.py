@@ -25,6 +25,7 @@ from m365_smtp_exporter.config import (
     TenantConfig,
     load_config,
 )
+from m365_smtp_exporter.console import ExporterPlanner, add_console_routes, exporter_sources
 from m365_smtp_exporter.delivery import DeliveryTracker
 from m365_smtp_exporter.domains import DomainChecker
 from m365_smtp_exporter.exposition import CachedExposition
@@ -135,6 +136,7 @@ class Exporter:
         app = create_web_app(
             self.exposition, self.store, self.reload, self.ready, self._middlewares
         )
+        add_console_routes(app, exporter_sources(self), ExporterPlanner(self))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = parse_listen_address(self.listen_address)
