@@ -74,9 +74,11 @@ def add_console_routes(
         if len(request.query_string) > MAX_QUERY_LENGTH:
             return _json({"error": "query string too long", "field": None}, 400)
         try:
-            query = {key: request.query.getone(key) for key in request.query}
-            if len(query) != len(request.query):
-                raise PlanInputError(next(iter(request.query)), "given more than once")
+            query: dict[str, str] = {}
+            for key, value in request.query.items():
+                if key in query:
+                    raise PlanInputError(key, "given more than once")
+                query[key] = value
             answer = planner.plan(parse_plan_request(query), clock())
         except PlanInputError as error:
             return _json({"error": str(error), "field": error.field}, 400)
