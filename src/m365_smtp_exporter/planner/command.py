@@ -108,9 +108,10 @@ async def _plan_locally(config: Config, request: PlanRequest) -> dict[str, Any]:
 
 
 async def run_plan_command(
-    args: argparse.Namespace, config: Config | None, out: TextIO = sys.stdout
+    args: argparse.Namespace, config: Config | None, out: TextIO | None = None
 ) -> int:
     """Print the plan; exit 2 on bad input (the field is named), 1 when it cannot be made."""
+    out = out or sys.stdout
     query = _query(args)
     try:
         request = parse_plan_request(query)

@@ -336,7 +336,9 @@ def _notes(
     else:
         if not freshness.last_pull_ok:
             notes.append("The last message trace pull failed: usage may be out of date.")
-        if freshness.newest_row_at is not None:
+        if freshness.newest_row_at is None:
+            notes.append("The message trace has returned no rows yet: usage may be incomplete.")
+        else:
             age = max(0.0, now - freshness.newest_row_at) / 60
             notes.append(
                 f"The newest trace row is {age:.0f} min old and Microsoft's trace runs 5-10"
