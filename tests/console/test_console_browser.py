@@ -189,6 +189,7 @@ def test_planner_form_answers_like_the_api(live: LiveDemo, browser: Any, tmp_pat
         )
 
     wait_for(matches_api, 20, "the campaign plan to match the API")
+    browser.execute_script("document.getElementById('plan-form').scrollIntoView();")
     shoot(browser, tmp_path, "console-planner", for_docs=True)
     submit(external="4000")
     error = wait_for(
