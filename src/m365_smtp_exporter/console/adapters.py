@@ -6,8 +6,10 @@ read it at each request, so reloads that replace tenants or checkers are seen at
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from m365_smtp_exporter.config import Config
@@ -21,6 +23,7 @@ from m365_smtp_exporter.planner import (
     TraceFreshness,
     plan_campaign,
 )
+from m365_smtp_exporter.planner.view import FrozenView
 from m365_smtp_exporter.quota.snapshot import TENANT_SENDER
 from m365_smtp_exporter.smtp.hints import hint_for
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult
@@ -299,12 +302,15 @@ class ExporterPlanner:
     def tenants(self) -> list[str]:
         return sorted(self._parts.tenants)
 
-    def plan(self, request: PlanRequest, now: float) -> Plan:
+    async def plan(self, request: PlanRequest, now: float) -> Plan:
         services = self._parts.tenants.get(request.tenant)
         if services is None:
             raise PlanInputError("tenant", "no such tenant in the configuration")
-        return plan_campaign(
-            request, services.quota.engine, now=now, freshness=freshness(services, request)
+        # copy the buckets here, on the loop; a long campaign takes up to ~1 s to project,
+        # which must not hold up /metrics
+        view = FrozenView.of(services.quota.engine, request.sender)
+        return await asyncio.to_thread(
+            partial(plan_campaign, request, view, now=now, freshness=freshness(services, request))
         )
 
 

@@ -33,7 +33,7 @@ MAX_QUERY_LENGTH = 2048
 class PlannerFace(Protocol):
     def tenants(self) -> list[str]: ...
 
-    def plan(self, request: PlanRequest, now: float) -> Plan: ...
+    async def plan(self, request: PlanRequest, now: float) -> Plan: ...
 
 
 def _json(payload: object, status: int = 200) -> web.Response:
@@ -79,7 +79,7 @@ def add_console_routes(
                 if key in query:
                     raise PlanInputError(key, "given more than once")
                 query[key] = value
-            answer = planner.plan(parse_plan_request(query), clock())
+            answer = await planner.plan(parse_plan_request(query), clock())
         except PlanInputError as error:
             return _json({"error": str(error), "field": error.field}, 400)
         return _json(plan_to_json(answer))

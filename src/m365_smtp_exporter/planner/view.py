@@ -45,3 +45,22 @@ class TraceFreshness:
     last_success_at: float | None = None
     newest_row_at: float | None = None
     probe_recipients: int = 0  # the sender's probe recipients counted in the last 24 h
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenView:
+    """One sender's buckets copied out of the live engine, so the plan can be computed off
+    the event loop while the engine keeps counting."""
+
+    limits: QuotaLimits
+    sender: str
+    buckets: SenderBuckets
+
+    @classmethod
+    def of(cls, view: QuotaView, sender: str) -> FrozenView:
+        return cls(view.limits, sender, view.usage_buckets(sender))
+
+    def usage_buckets(self, sender: str) -> SenderBuckets:
+        if sender != self.sender:
+            raise KeyError(f"this view holds {self.sender!r} only")
+        return self.buckets
