@@ -150,7 +150,15 @@ basic_auth_users:
     tls = pki.client_context()
     async with serving(load_web_security(path), redactor=redactor) as base:
         assert base.startswith("https://")
-        for path_, method in (("/metrics", "GET"), ("/", "GET"), ("/-/ready", "GET")):
+        guarded = (
+            "/metrics",
+            "/",
+            "/-/ready",
+            "/api/v1/status",
+            "/api/v1/plan",
+            "/static/console.js",
+        )
+        for path_, method in ((guarded_path, "GET") for guarded_path in guarded):
             answer = await fetch(base + path_, method=method, tls=tls)
             assert answer.status == 401, path_
             assert answer.headers["WWW-Authenticate"] == REALM
@@ -177,6 +185,8 @@ basic_auth_users:
         assert (await fetch(base + "/metrics", tls=tls, auth=("long", LONG_PASSWORD))).status == 200
         landing = await fetch(base + "/", tls=tls, auth=(USER, CANARY))
         assert landing.status == 200 and "m365-smtp-exporter" in landing.text
+        status = await fetch(base + "/api/v1/status", tls=tls, auth=(USER, CANARY))
+        assert status.status == 200 and '"version":1' in status.text and CANARY not in status.text
         assert (await fetch(base + "/-/ready", tls=tls, auth=(USER, CANARY))).status == 200
         missing = await fetch(base + "/no-such-page", tls=tls, auth=(USER, CANARY))
         assert missing.status == 404 and missing.headers["X-Frame-Options"] == "deny"

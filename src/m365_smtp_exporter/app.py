@@ -22,6 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from m365_smtp_exporter.auth import AzureTokenProvider, TokenProvider
 from m365_smtp_exporter.config import Config, ConfigError, ProbeConfig, load_config
+from m365_smtp_exporter.console import ExporterPlanner, add_console_routes, exporter_sources
 from m365_smtp_exporter.delivery import DeliveryTracker
 from m365_smtp_exporter.delivery.subsystem import DeliverySubsystem
 from m365_smtp_exporter.domains import DomainChecker
@@ -207,6 +208,7 @@ class Exporter:
             enable_lifecycle=self._enable_lifecycle,
             reload_details=self._reload_details,
         )
+        add_console_routes(app, exporter_sources(self), ExporterPlanner(self))
         host, port = parse_listen_address(self.listen_address)
         self._runner, self.bound_port = await serve(
             app, host, port, self._ssl_context, self._web_limits

@@ -1,4 +1,4 @@
-"""Command line: run (default), probe NAME, check-config, demo, emulator."""
+"""Command line: run (default), probe NAME, plan, check-config, demo, emulator."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, TextIO
 from m365_smtp_exporter import __version__
 from m365_smtp_exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load_config
 from m365_smtp_exporter.logs import LEVELS, Redactor, configure_logging
+from m365_smtp_exporter.planner.command import add_plan_flags
 from m365_smtp_exporter.sharding import Shard
 
 if TYPE_CHECKING:
     from m365_smtp_exporter.web_config import WebSecurity
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
-COMMANDS = ("run", "probe", "check-config", "demo", "emulator")
+COMMANDS = ("run", "probe", "plan", "check-config", "demo", "emulator")
 
 
 def _common_flags(
@@ -113,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help=probe_help, description=probe_help)
     _common_flags(probe, suppress=True)
     probe.add_argument("name", help="probe name from the configuration")
+    plan = commands.add_parser(
+        "plan",
+        help="how much a sender can send now and when the rest can go (asks a running"
+        " exporter with --exporter.url, otherwise pulls the message trace once)",
+    )
+    _common_flags(plan, suppress=True)
+    add_plan_flags(plan)
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     _common_flags(check, suppress=True)
     demo = commands.add_parser(
@@ -226,6 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config is None:
             return EXIT_CONFIG
         return asyncio.run(run_probe_command(config, args.name, sys.stdout))
+    if command == "plan":
+        from m365_smtp_exporter.planner.command import run_plan_command
+
+        plan_config = None if args.exporter_url else _load(args.config_file, sys.stderr)
+        if plan_config is None and not args.exporter_url:
+            return EXIT_CONFIG
+        return asyncio.run(run_plan_command(args, plan_config))
     if command in ("demo", "emulator"):
         if importlib.util.find_spec("aiosmtpd") is None:
             print(

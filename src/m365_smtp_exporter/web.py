@@ -1,4 +1,4 @@
-"""HTTP endpoints: /metrics, health, readiness, reload and a small status page.
+"""HTTP endpoints: /metrics, health, readiness and reload (the console adds `/` and /api/v1).
 
 The server defends itself: a connection must send its request within `header_timeout`
 (aiohttp's keep-alive timer runs from the connection's start), at most `max_connections`
@@ -8,18 +8,15 @@ are open at once (more are closed on accept), and a TLS handshake has a deadline
 from __future__ import annotations
 
 import asyncio
-import html
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from m365_smtp_exporter import __version__
 from m365_smtp_exporter.exposition import Exposition, Format, accepts_gzip
-from m365_smtp_exporter.store import ProbeSeries, ResultsStore
+from m365_smtp_exporter.store import ResultsStore
 
 ReloadFunc = Callable[[], Awaitable[tuple[bool, list[str]]]]
 ReadyFunc = Callable[[], bool]
@@ -125,7 +122,6 @@ def create_web_app(
     app.router.add_get("/-/ready", _ready)
     app.router.add_post("/-/reload", _reload)
     app.router.add_put("/-/reload", _reload)
-    app.router.add_get("/", _landing)
     return app
 
 
@@ -163,62 +159,3 @@ async def _reload(request: web.Request) -> web.Response:
     else:
         text = "Reload failed, keeping the running configuration:\n" + "\n".join(errors) + "\n"
     return web.Response(status=500, text=text)
-
-
-def _time(ts: float) -> str:
-    if not ts:
-        return "never"
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _probe_row(series: ProbeSeries) -> str:
-    last = series.last
-    e = html.escape
-    if last is None:
-        status, detail, when, took = "pending", "", "never", ""
-    else:
-        status = "ok" if last.success else f"FAILED: {last.reason or 'unknown'}"
-        detail = last.detail
-        when = _time(last.started_at)
-        took = f"{last.duration:.3f} s"
-    return (
-        f"<tr><td><a href='#{e(series.probe)}'>{e(series.probe)}</a></td>"
-        f"<td>{e(series.tenant)}</td><td>{e(series.target)}</td>"
-        f"<td class='{'ok' if status == 'ok' else 'bad'}'>{e(status)}</td>"
-        f"<td>{e(when)}</td><td>{e(took)}</td><td>{e(detail)}</td></tr>"
-    )
-
-
-def _transcript(series: ProbeSeries) -> str:
-    last = series.last
-    if last is None:
-        return ""
-    lines = "\n".join(
-        f"{line.elapsed:8.3f}  {line.direction}: {line.text}" for line in last.transcript
-    )
-    return (
-        f"<h3 id='{html.escape(series.probe)}'>{html.escape(series.probe)}</h3>"
-        f"<pre>{html.escape(lines)}</pre>"
-    )
-
-
-async def _landing(request: web.Request) -> web.Response:
-    store = request.app[STORE_KEY]
-    series = sorted(store.probes.values(), key=lambda s: s.probe)
-    rows = "".join(_probe_row(s) for s in series)
-    transcripts = "".join(_transcript(s) for s in series)
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>m365-smtp-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left}}
-.ok{{color:#1a7f37}}.bad{{color:#cf222e;font-weight:bold}}pre{{background:#f6f8fa;padding:1em}}
-</style></head><body>
-<h1>m365-smtp-exporter {html.escape(__version__)}</h1>
-<p><a href="/metrics">Metrics</a> &middot; <a href="/-/healthy">Health</a>
-&middot; <a href="/-/ready">Readiness</a></p>
-<h2>Probes</h2>
-<table><tr><th>probe</th><th>tenant</th><th>target</th><th>last result</th><th>at</th>
-<th>took</th><th>detail</th></tr>{rows}</table>
-<h2>Last transcripts</h2>{transcripts}
-</body></html>
-"""
-    return web.Response(text=page, content_type="text/html")

@@ -240,13 +240,17 @@ class DeliveryTracker:
         if self._writer is not None:
             await self._writer.flush()
 
-    def collect(self) -> Iterator[Metric]:
-        """The metric source for the collector (`StoreCollector.add_source`)."""
+    def series(self) -> list[ProbeSeries]:
+        """What each tracked probe's series are rendered from (read-only use)."""
         pending = Counter(c.probe for c in self._checks.values() if c.stage is Stage.PENDING)
-        series = [
+        return [
             ProbeSeries(name, entry.tenant, entry.stats, entry.view, pending[name])
             for name, entry in self._probes.items()
         ]
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric source for the collector (`StoreCollector.add_source`)."""
+        series = self.series()
         tenants = {entry.tenant for entry in self._probes.values()}
         deferrals = {tenant: self._budget_deferrals[tenant] for tenant in tenants}
         return render(series, deferrals, self._state_errors)

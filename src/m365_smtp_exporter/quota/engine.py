@@ -29,7 +29,7 @@ for the bucket granularity; batch.py sums each batch of rows before the counters
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from m365_smtp_exporter.quota.batch import BatchCutoffs, BatchSums, sum_rows
@@ -107,6 +107,16 @@ def _recovery(now: float, expiring_bucket: int | None, window: Window) -> float:
     if expiring_bucket is None:
         return 0.0
     return max(0.0, window.expires_at(expiring_bucket) - now)
+
+
+class UsageBuckets(NamedTuple):
+    """Copies of the minute buckets behind one sender's figures and the tenant's external
+    count: what the campaign planner projects forward (bucket -> recipients or messages)."""
+
+    external: Mapping[int, int]
+    internal: Mapping[int, int]
+    messages: Mapping[int, int]
+    tenant_external: Mapping[int, int]
 
 
 class QuotaEngine:
@@ -274,6 +284,19 @@ class QuotaEngine:
             for bucket, rows in sorted(state.messages.items()):
                 counters.messages.add_messages(bucket, rows, cutoffs.messages)
         self._tenant_external.add_counts(tenant, cutoffs.day)
+
+    def usage_buckets(self, sender: str) -> UsageBuckets:
+        """Read-only copies of the buckets (expired ones may remain: filter by window)."""
+        tenant = dict(self._tenant_external.buckets())
+        usage = self._senders.get(normalize_address(sender))
+        if usage is None:
+            return UsageBuckets({}, {}, {}, tenant)
+        return UsageBuckets(
+            dict(usage.external.buckets()),
+            dict(usage.internal.buckets()),
+            usage.messages.counts(),
+            tenant,
+        )
 
     def snapshot(self, now: float | None = None) -> QuotaSnapshot:
         """Usage at `now` (default: the injected clock); expired buckets are dropped."""

@@ -1,0 +1,62 @@
+"""`m365-smtp-exporter plan`, both ways: through a running exporter, and with one trace pull.
+
+The command runs in its own process, as an operator would run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.console.live_demo import LiveDemo, live_demo, wait_for
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
+    with live_demo(tmp_path_factory.mktemp("demo"), traffic=False) as running:
+        yield running
+
+
+def plan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "m365_smtp_exporter", "plan", "--log.format", "json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_plan_through_a_running_exporter(live: LiveDemo) -> None:
+    args = ["--tenant", "fabrikam", "--sender", "newsletter@fabrikam.com"]
+    done = plan(*args, "--recipients", "10000", "--exporter.url", live.base)
+    assert done.returncode == 0, done.stderr
+    assert "Can start now: yes; 10000 recipients can go" in done.stdout
+    assert "mostly held by messages_per_minute" in done.stdout and "(after 5 h 3" in done.stdout
+    refused = plan(*args, "--recipients", "0", "--exporter.url", live.base)
+    assert refused.returncode == 2 and "recipients" in refused.stderr
+
+
+def test_plan_with_one_trace_pull(live: LiveDemo) -> None:
+    assert live.demo.config_path is not None
+
+    def contoso_has_trace_rows() -> bool:
+        status = live.get_json("/api/v1/status")
+        tenant = next(t for t in status["tenants"] if t["name"] == "contoso")
+        return bool(tenant["trace"]["newest_row_at"])
+
+    wait_for(contoso_has_trace_rows, 90, "trace rows in the emulator")  # probe mail, ~20 s lag
+    config = ["--config.file", str(live.demo.config_path)]
+    query = ["--tenant", "contoso", "--sender", "probe@contoso.com", "--recipients", "500"]
+    done = plan(*config, *query, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["tenant"] == "contoso" and document["now"]["recipients"] == 500
+    assert any("newest trace row" in note for note in document["notes"])
+    names = {limit["name"] for limit in document["limits"]}
+    assert names >= {"recipients_per_day", "external_recipients_per_day", "spam_external_per_hour"}
+    unknown = plan(*config, "--tenant", "x", "--sender", "a@b.c", "--recipients", "5")
+    assert unknown.returncode == 2 and "tenant" in unknown.stderr
