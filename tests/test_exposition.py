@@ -197,3 +197,15 @@ def test_reply_codes_past_the_cap_fold_into_other_and_are_counted() -> None:
     assert value(text, "m365_smtp_replies_total", enhanced_code="5.0.1") == 2
     assert value(text, "m365_exporter_series_folded_total", family=REPLIES_FAMILY) == 40
     assert promtool_check_metrics(text) == ""
+
+
+def test_a_reply_code_outside_2xx_5xx_is_labelled_invalid() -> None:
+    store = ResultsStore()
+    store.sync_probes([("contoso", "p", "smtp.example:587")])
+    result = ProbeResult(probe="p", target="smtp.example:587", started_at=1.0, success=False)
+    result.rejections = [
+        RejectedReply(Phase.RCPT, Reply(0, "", "invented by the server"), "unknown", False)
+    ]
+    store.record_probe(result)
+    (key,) = store.probes["p"].replies
+    assert key[1] == "invalid"

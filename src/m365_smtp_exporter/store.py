@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from m365_smtp_exporter.smtp.replies import code_label
 from m365_smtp_exporter.smtp.result import ProbeResult
 
 # Seconds; SMTP submission to Microsoft 365 usually takes 0.5-3 s, a stalled phase 30 s.
@@ -156,7 +157,8 @@ class ResultsStore:
         folded = False
         for rejection in result.rejections:
             reply = rejection.reply
-            key = (rejection.phase.value, str(reply.code), reply.enhanced_code, rejection.category)
+            code = code_label(reply.code)  # "invalid" rather than a number a server made up
+            key = (rejection.phase.value, code, reply.enhanced_code, rejection.category)
             if key not in series.replies and self._reply_series() >= self.series_cap:
                 key = (rejection.phase.value, OTHER, OTHER, rejection.category)
                 self.folded[REPLIES_FAMILY] += 1
