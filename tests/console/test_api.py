@@ -92,7 +92,8 @@ def test_plan_answers_and_names_bad_fields(live: LiveDemo) -> None:
 
 
 def test_console_is_escaped_and_locked_down(live: LiveDemo) -> None:
-    live.fault("POST", "/faults/replies", {"reply": HOSTILE, "count": 20, "command": "MAIL"})
+    replies = [{"reply": HOSTILE, "count": 20, "command": "MAIL"}]
+    live.fault("PUT", "/faults", {"scripted_replies": replies})
     try:
 
         def hostile_seen() -> str | None:

@@ -204,7 +204,7 @@ def test_injected_fault_shows_without_reload(live: LiveDemo, browser: Any, tmp_p
     open_console(browser, live)
     state = "#probes tr.probe[data-probe='submission'] .badge"
     wait_for(lambda: text(browser, state) == "ok", 60, "probe ok")
-    live.fault("PUT", "/faults/outage", {"mode": "refuse"})
+    live.fault("PUT", "/faults", {"outage": "refuse"})
     try:
         wait_for(
             lambda: text(browser, state) == "failing",
@@ -238,7 +238,8 @@ def test_hostile_reply_text_renders_inert(live: LiveDemo, browser: Any, tmp_path
     open_console(browser, live)
     browser.execute_script("window.__pwned = 0;")
     # background traffic shares the SMTP server and takes some of the scripted replies
-    live.fault("POST", "/faults/replies", {"reply": HOSTILE, "count": 500, "command": "MAIL"})
+    replies = [{"reply": HOSTILE, "count": 500, "command": "MAIL"}]
+    live.fault("PUT", "/faults", {"scripted_replies": replies})
     try:
 
         def hostile_shown() -> list[Any] | None:

@@ -91,6 +91,9 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint")),
     ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",)),
+    ExportedMetric("m365_graph_retry_after_clamped_total", Kind.COUNTER, ("tenant",)),
+    ExportedMetric("m365_graph_requests_refused_total", Kind.COUNTER, ("tenant",)),
+    ExportedMetric("m365_graph_responses_too_large_total", Kind.COUNTER, ("tenant",)),
     # delivery checks
     ExportedMetric("m365_delivery_success", Kind.GAUGE, _DELIVERY),
     ExportedMetric("m365_delivery_latency_seconds", Kind.HISTOGRAM, _DELIVERY),
