@@ -29,6 +29,7 @@ from m365_smtp_exporter.domains import DomainChecker
 from m365_smtp_exporter.domains.subsystem import DomainsSubsystem
 from m365_smtp_exporter.events import EventBus
 from m365_smtp_exporter.exposition import Exposition
+from m365_smtp_exporter.health import ServiceHealth
 from m365_smtp_exporter.health.subsystem import HealthSubsystem
 from m365_smtp_exporter.logs import Redactor
 from m365_smtp_exporter.own_metrics import ExporterSubsystem
@@ -321,6 +322,10 @@ class Exporter:
     @property
     def domains(self) -> DomainChecker | None:
         return self.subsystem(DomainsSubsystem).checker
+
+    @property
+    def service_health(self) -> ServiceHealth:
+        return self.subsystem(HealthSubsystem).health
 
     def token_provider(self, tenant: str | None) -> TokenProvider | None:
         return self.context.directory.token_provider(tenant)

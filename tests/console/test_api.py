@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -111,3 +112,29 @@ def test_console_is_escaped_and_locked_down(live: LiveDemo) -> None:
     assert headers["Content-Type"].startswith("text/javascript") and "innerHTML" not in script
     status, _, _ = live.get("/static/../../pyproject.toml")
     assert status == 404
+
+
+def test_microsofts_open_incident_is_shown_next_to_the_tenant(live: LiveDemo) -> None:
+    """The demo opens an Exchange Online incident in the emulator: "us or Microsoft?"."""
+
+    def incident_read() -> Any:
+        _, _, body = live.get("/api/v1/status")
+        document = json.loads(body)
+        contoso = next(t for t in document["tenants"] if t["name"] == "contoso")
+        microsoft = contoso["microsoft"]
+        return microsoft if microsoft and microsoft["issues"] else None
+
+    microsoft = wait_for(incident_read, 60, "the demo's Exchange Online incident")
+    issue = microsoft["issues"][0]
+    assert microsoft["pull_ok"] is True
+    assert issue["classification"] == "incident"
+    assert issue["title"] == "Some users can't send email through SMTP AUTH client submission"
+    _, _, metrics = live.get("/metrics")
+    assert value(metrics, "m365_service_health_active_issues", tenant="contoso", id=issue["id"])
+    _, _, page = live.get("/")
+    assert f"open incident {issue['id']}: Some users can&#x27;t send email" in page
+    # a tenant without service health says so rather than "no incident"
+    fabrikam = next(
+        t for t in json.loads(live.get("/api/v1/status")[2])["tenants"] if t["name"] == "fabrikam"
+    )
+    assert fabrikam["microsoft"] is None

@@ -16,6 +16,8 @@ from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.console.status import JsonObject, StatusSource, iso
 from m365_smtp_exporter.delivery import DeliveryTracker
 from m365_smtp_exporter.domains import DomainChecker
+from m365_smtp_exporter.health import ServiceHealth
+from m365_smtp_exporter.health.monitor import HealthSnapshot
 from m365_smtp_exporter.planner import (
     Plan,
     PlanInputError,
@@ -31,6 +33,7 @@ from m365_smtp_exporter.store import ProbeSeries, ResultsStore
 from m365_smtp_exporter.tenants import TenantServices
 
 MAX_QUOTA_ROWS = 12  # per tenant on the console: the busiest figures first
+MAX_ISSUES = 5  # Microsoft incidents and advisories per tenant, incidents first
 MAX_TRANSCRIPT_LINES = 200
 _UNREACHED = (Phase.RESOLVE, Phase.CONNECT)
 
@@ -48,6 +51,8 @@ class ExporterParts(Protocol):
     def delivery(self) -> DeliveryTracker | None: ...
     @property
     def domains(self) -> DomainChecker | None: ...
+    @property
+    def service_health(self) -> ServiceHealth: ...
 
 
 def _reply(result: ProbeResult) -> JsonObject | None:
@@ -162,10 +167,14 @@ class TenantSource:
 
     def items(self, now: float) -> Sequence[JsonObject]:
         probes = list(self._parts.store.probes.values())
-        return [
-            self._item(name, services, [p for p in probes if p.tenant == name], now)
-            for name, services in sorted(self._parts.tenants.items())
-        ]
+        monitors = self._parts.service_health.monitors
+        items = []
+        for name, services in sorted(self._parts.tenants.items()):
+            item = self._item(name, services, [p for p in probes if p.tenant == name], now)
+            monitor = monitors.get(name)
+            item["microsoft"] = None if monitor is None else microsoft_view(monitor.snapshot)
+            items.append(item)
+        return items
 
     @staticmethod
     def _item(
@@ -215,6 +224,26 @@ class TenantSource:
                 "window_seconds": budget.window,
             }
         return item
+
+
+def microsoft_view(snapshot: HealthSnapshot) -> JsonObject:
+    """Microsoft's own view of Exchange Online for a tenant: "is it us or Microsoft?"."""
+    return {
+        "pull_ok": snapshot.pull_success,
+        "last_success_at": iso(snapshot.last_success),
+        "exchange_online_status": snapshot.status,
+        "issues": [
+            {
+                "id": issue.id,
+                "classification": issue.classification,
+                "feature": issue.feature,
+                "status": issue.status,
+                "title": issue.title,
+                "start": issue.start,
+            }
+            for issue in snapshot.issues[:MAX_ISSUES]
+        ],
+    }
 
 
 class DeliverySource:

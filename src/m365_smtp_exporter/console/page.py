@@ -83,13 +83,34 @@ def tenant_card(tenant: JsonObject) -> str:
         else f"Graph budget: {budget['remaining']} of {budget['limit']} left"
     )
     rows = [quota_row(name, row) for row in tenant["quota"]]
+    microsoft = microsoft_text(tenant.get("microsoft"))
     return (
         f'<section class="card tenant" data-tenant="{_e(name)}"><h3>{_e(name)} '
         f"{_state(tenant['can_send'], 'can send', 'cannot send')}</h3>"
         f'<p class="meta">probes ok {_e(tenant["probes_ok"])} / {_e(tenant["probes_total"])};'
         f" last success {_e(tenant['last_success_at'] or 'never')}</p>"
         f'<p class="meta trace">{_e(trace_text)}</p><p class="meta budget">{_e(budget_text)}</p>'
+        f'<p class="meta microsoft">{_e(microsoft)}</p>'
         f"{_table(QUOTA_HEAD, rows, 'quota-table')}</section>"
+    )
+
+
+def microsoft_text(view: JsonObject | None) -> str:
+    """One line: Microsoft's own word on Exchange Online (console.js writes the same)."""
+    if view is None:
+        return "Microsoft service health: not monitored"
+    if view["pull_ok"] is None:
+        return "Microsoft service health: not read yet"
+    status = view["exchange_online_status"] or "unknown"
+    issues = view["issues"]
+    if not issues:
+        return f"Microsoft: Exchange Online {status}; no open issue"
+    first = issues[0]
+    more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+    stale = "" if view["pull_ok"] else " (last pull failed: as last read)"
+    return (
+        f"Microsoft: Exchange Online {status}; open {first['classification']} "
+        f"{first['id']}: {first['title']}{more}{stale}"
     )
 
 

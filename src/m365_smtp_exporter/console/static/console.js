@@ -50,6 +50,20 @@
     ]);
   }
 
+  // Microsoft's own word on Exchange Online (page.py microsoft_text writes the same line)
+  function microsoftText(view) {
+    if (!view) return "Microsoft service health: not monitored";
+    if (view.pull_ok === null) return "Microsoft service health: not read yet";
+    const status = view.exchange_online_status || "unknown";
+    const issues = view.issues;
+    if (issues.length === 0) return "Microsoft: Exchange Online " + status + "; no open issue";
+    const first = issues[0];
+    const more = issues.length > 1 ? " (+" + (issues.length - 1) + " more)" : "";
+    const stale = view.pull_ok ? "" : " (last pull failed: as last read)";
+    return "Microsoft: Exchange Online " + status + "; open " + first.classification + " " +
+      first.id + ": " + first.title + more + stale;
+  }
+
   function tenantCard(tenant) {
     let traceText = "trace pulls off";
     if (tenant.trace) {
@@ -67,6 +81,7 @@
         "; last success " + (tenant.last_success_at || "never") }),
       el("p", { cls: "meta trace", text: traceText }),
       el("p", { cls: "meta budget", text: budgetText }),
+      el("p", { cls: "meta microsoft", text: microsoftText(tenant.microsoft) }),
       table(head, tenant.quota.map((row) => quotaRow(tenant.name, row)), "quota-table"),
     ]);
   }
