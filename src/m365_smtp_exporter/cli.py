@@ -56,7 +56,7 @@ def _exporter_flags(parser: argparse.ArgumentParser, default: Callable[[object],
         "--web.listen-address",
         dest="listen_address",
         default=default(DEFAULT_LISTEN_ADDRESS),
-        help="address for /metrics and the status page (default: :9587)",
+        help="address for /metrics, the console and /api/v1 (default: :9587)",
     )
     parser.add_argument(
         "--web.config.file",

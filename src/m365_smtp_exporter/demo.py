@@ -212,7 +212,7 @@ def _print_endpoints(
         port = exporter.bound_port
         base = f"{exporter.scheme}://localhost:{port}"
         print(f"exporter metrics:   {base}/metrics", file=out)
-        print(f"exporter status:    {base}/", file=out)
+        print(f"exporter console:   {base}/", file=out)
     print(f"emulator SMTP:      {emulator.host}:{emulator.smtp_port} (STARTTLS)", file=out)
     print(f"emulator HVE:       {emulator.host}:{emulator.hve_port} (STARTTLS)", file=out)
     print(f"emulator MX:        {emulator.host}:{emulator.mx_port} (direct send)", file=out)

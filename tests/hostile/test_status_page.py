@@ -1,5 +1,5 @@
 """The running exporter against a hostile SMTP server: `/` and `/metrics` keep answering,
-the status page shows the reply safely and without the echoed password."""
+the console shows the reply safely and without the echoed password."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A token endpoint that echoes what it was sent: the client secret must not come back
-out through the error the exporter shows (status page, `probe` stderr, logs)."""
+out through the error the exporter shows (console, `probe` stderr, logs)."""
 
 from __future__ import annotations
 
