@@ -137,7 +137,7 @@ async def test_quota_headroom_matches_where_microsoft_starts_refusing(
     )
     assert outbound == accepted
     assert value(text, "m365_trace_pull_success", tenant="contoso") == 1
-    assert (value(text, "m365_graph_budget_remaining", tenant="contoso") or 0) < 80
+    assert (value(text, "m365_graph_budget_remaining", tenant="contoso") or 0) < 50
     assert promtool_check_metrics(text.encode()) == ""
 
     # a second pull over the same window counts nothing twice

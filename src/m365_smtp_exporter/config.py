@@ -269,7 +269,8 @@ class TenantConfig(StrictModel):
         None  # extra CA for the token and Graph endpoints (emulator, proxies)
     )
     accepted_domains: list[DomainName] = Field(default_factory=list)
-    graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
+    # of Microsoft's 100 per 5 minutes, shared with every other caller of the tenant
+    graph_budget: int = Field(default=50, ge=1, le=100)
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
     service_health: ServiceHealthConfig = ServiceHealthConfig()

@@ -89,6 +89,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     # Microsoft Graph
     ExportedMetric("m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code")),
     ExportedMetric("m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint")),
+    ExportedMetric("m365_graph_foreign_throttled_total", Kind.COUNTER, ("tenant",)),
     ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",)),
     # delivery checks
