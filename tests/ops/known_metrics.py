@@ -77,6 +77,8 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_quota_remaining", Kind.GAUGE, _QUOTA),
     ExportedMetric("m365_quota_recovery_seconds", Kind.GAUGE, _QUOTA),
     ExportedMetric("m365_quota_probe_recipients", Kind.GAUGE, ("tenant", "sender")),
+    ExportedMetric("m365_quota_limit_enforced", Kind.GAUGE, ("tenant", "limit")),
+    ExportedMetric("m365_quota_excluded_rows_total", Kind.COUNTER, ("tenant", "reason")),
     # message trace
     ExportedMetric("m365_trace_messages_total", Kind.COUNTER, ("tenant", "status", "direction")),
     ExportedMetric("m365_trace_pull_success", Kind.GAUGE, ("tenant",)),
