@@ -40,6 +40,7 @@ from m365_smtp_exporter.bounded_files import (
     read_bounded_text,
 )
 from m365_smtp_exporter.logs import register_secret
+from m365_smtp_exporter.probe_spend import probe_spend, spend_errors
 from m365_smtp_exporter.strict_yaml import YamlRefusedError, load_strict
 
 DEFAULT_LISTEN_ADDRESS = ":9587"
@@ -409,6 +410,9 @@ class ProbeConfig(StrictModel):
     timeout: Duration = 30.0
     jitter: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 5.0
     delivery: DeliveryConfig | None = None
+    # Probes must not run their own mailbox into its daily limit: a configuration whose
+    # probes would is refused, unless a probe of that mailbox is meant to (a demo, a test).
+    allow_quota_exhaustion: bool = False
 
     @field_validator("ca_file")
     @classmethod
@@ -740,7 +744,11 @@ def parse_config(
         config = Config.model_validate(expanded, context={"base_dir": base_dir, "from_file": True})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
-    problems = _idle_parts(config) or _quota_parts(config)
+    problems = (
+        _idle_parts(config)
+        or _quota_parts(config)
+        or spend_errors(probe_spend(config.probes, config.tenants))
+    )
     if problems:
         raise ConfigError(problems)
     return config
