@@ -6,8 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from m365_smtp_exporter.cli import EXIT_OK, check_config
+from m365_smtp_exporter.cli import EXIT_OK, log_probe_spend, check_config
 from m365_smtp_exporter.config import ConfigError, parse_config
 from m365_smtp_exporter.demo import demo_config_template
 from m365_smtp_exporter.probe_spend import probe_spend, spend_warnings
@@ -166,3 +167,18 @@ def test_the_demo_is_accepted_and_its_campaign_probe_opts_out(tmp_path: Path) ->
     campaign = spends["campaign@contoso.com"]
     assert campaign.recipients_per_day == 8_640 and campaign.exhaustion_allowed
     assert all(not spend.over_limit for spend in spends.values())
+
+
+def test_start_up_logs_the_spend_and_the_warning() -> None:
+    config = parse_config(config_text(probe("a", "probe@contoso.com", 1, "60s")), env={})
+
+    with capture_logs() as logs:
+        log_probe_spend(config)
+
+    assert [(entry["event"], entry["log_level"]) for entry in logs] == [
+        ("probe quota spend", "info"),
+        ("probe quota spend high", "warning"),
+    ]
+    assert logs[0]["sender"] == "probe@contoso.com"
+    assert (logs[0]["recipients_per_day"], logs[0]["daily_share"]) == (1440, 0.144)
+    assert logs[0]["probes"] == ["a"]

@@ -227,7 +227,7 @@ def _print_probe_spend(config: Config, out: TextIO) -> None:
         print(f"  warning: {warning}", file=out)
 
 
-def _log_probe_spend(config: Config) -> None:
+def log_probe_spend(config: Config) -> None:
     """At start, what the probes spend of each sending mailbox's limits (as check-config)."""
     spends = probe_spend(config.probes, config.tenants)
     for spend in spends:
@@ -306,7 +306,7 @@ async def _serve(
 ) -> int:
     from m365_smtp_exporter.app import Exporter, ReloadError
 
-    _log_probe_spend(config)
+    log_probe_spend(config)
     try:
         shard = Shard.parse(args.shard)
     except ValueError as exc:
