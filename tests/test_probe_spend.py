@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from m365_smtp_exporter.cli import EXIT_OK, log_probe_spend, check_config
+from m365_smtp_exporter.cli import EXIT_OK, check_config, log_probe_spend
 from m365_smtp_exporter.config import ConfigError, parse_config
 from m365_smtp_exporter.demo import demo_config_template
 from m365_smtp_exporter.probe_spend import probe_spend, spend_warnings
