@@ -182,3 +182,15 @@ def test_start_up_logs_the_spend_and_the_warning() -> None:
     assert logs[0]["sender"] == "probe@contoso.com"
     assert (logs[0]["recipients_per_day"], logs[0]["daily_share"]) == (1440, 0.144)
     assert logs[0]["probes"] == ["a"]
+
+
+def test_a_long_list_of_probes_is_cut_in_the_error() -> None:
+    text = config_text(*(probe(f"p{i}", "probe@contoso.com", 1, "1m") for i in range(8)))
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, env={})
+
+    assert caught.value.errors[0].startswith(
+        "probes: the probes p0, p1, p2, p3, p4 and 3 more would send 11,520 recipients a day "
+        "from probe@contoso.com"
+    )

@@ -102,7 +102,7 @@ def _limits(sender: str, tenant: TenantConfig | None) -> tuple[int, int]:
 def spend_errors(spends: Sequence[MailboxSpend]) -> list[str]:
     """Mailboxes the probes alone would run into their daily limit (unless opted in)."""
     return [
-        f"probes: the probes {', '.join(name for name, _ in spend.probes)} would send "
+        f"probes: the probes {_names(spend)} would send "
         f"{spend.recipients_per_day:,.0f} recipients a day from {spend.sender}, over its "
         f"daily limit of {spend.daily_limit:,}: the mailbox would be blocked (554 5.2.0) by "
         "its own probes; send less often or to fewer recipients, use a dedicated probe "
@@ -111,6 +111,12 @@ def spend_errors(spends: Sequence[MailboxSpend]) -> list[str]:
         for spend in spends
         if spend.over_limit and not spend.exhaustion_allowed
     ]
+
+
+def _names(spend: MailboxSpend, shown: int = 5) -> str:
+    names = [name for name, _ in spend.probes]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def spend_warnings(spends: Sequence[MailboxSpend]) -> list[str]:
