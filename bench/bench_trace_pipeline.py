@@ -74,6 +74,7 @@ tenants:
     graph_base_url: {base_url}/v1.0
     accepted_domains: [contoso.com]
     trace: {{interval: 1h, lookback: 24h, timeout: 1h}}
+    quota: {{licenses: 25}}
 """
     )
     tenant = config.tenants["contoso"]

@@ -41,6 +41,7 @@ probes:
     interval: 2s
     timeout: 2s
     jitter: 0s
+    allow_quota_exhaustion: true  # a local test server, no real mailbox
 """
     )
     (path.parent / "pw").write_text(password + "\n")

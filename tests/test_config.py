@@ -86,6 +86,19 @@ INVALID: dict[str, list[str]] = {
     "invalid-no-recipients.yml": [
         "probes[0].rcpt_to: List should have at least 1 item after validation, not 0"
     ],
+    "invalid-probe-spend.yml": [
+        "probes: the probes submission, bulk would send 145,440 recipients a day from "
+        "probe@contoso.com, over its daily limit of 10,000: the mailbox would be blocked "
+        "(554 5.2.0) by its own probes; send less often or to fewer recipients, use a dedicated "
+        "probe mailbox, or set allow_quota_exhaustion: true on a probe that is meant to hit the "
+        "limit"
+    ],
+    "invalid-quota-without-licenses.yml": [
+        "tenants.contoso.quota.licenses: required when the tenant's quota is counted (app "
+        "credentials and trace on): its licence count sets the tenant external recipient limit "
+        "(500 x licenses^0.7 + 9,500); give quota.licenses, or quota.external_recipient_limit "
+        "(from Get-LimitsEnforcementStatus), or quota.trial: true"
+    ],
     "invalid-port.yml": ["probes[0].port: Input should be less than or equal to 65535"],
     "invalid-timeout-longer-than-interval.yml": [
         "probes[0].timeout: 60s is longer than the interval (30s)"

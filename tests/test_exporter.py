@@ -32,6 +32,7 @@ probes:
     interval: {interval}
     timeout: 1s
     jitter: 0s
+    allow_quota_exhaustion: true  # a local test server, no real mailbox
 """
 
 

@@ -24,6 +24,7 @@ from m365_smtp_exporter.config import parse_config
 from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from m365_smtp_exporter.quota import LimitName
 from tests.support.prom import promtool_check_metrics, value
+from tests.support.trace import add_rows, trace_row
 
 BATCH = 500
 END_MARGIN = DEFAULT_END_MARGIN
@@ -137,7 +138,7 @@ async def test_quota_headroom_matches_where_microsoft_starts_refusing(
     )
     assert outbound == accepted
     assert value(text, "m365_trace_pull_success", tenant="contoso") == 1
-    assert (value(text, "m365_graph_budget_remaining", tenant="contoso") or 0) < 80
+    assert (value(text, "m365_graph_budget_remaining", tenant="contoso") or 0) < 50
     assert promtool_check_metrics(text.encode()) == ""
 
     # a second pull over the same window counts nothing twice
@@ -203,3 +204,40 @@ async def send_some_mail(emulator: Emulator, count: int) -> None:
         for i in range(count):
             await client.sendmail("user001@contoso.com", [f"user{i + 2:03d}@contoso.com"], b"x")
     await asyncio.sleep(0)
+
+
+async def test_system_senders_are_left_out_of_quota_and_counted_apart(
+    emulator: Emulator, exporter: Exporter
+) -> None:
+    now = emulator.state.clock()
+    system = {
+        "": "null_sender",
+        "<>": "null_sender",
+        "postmaster@contoso.com": "postmaster",
+        "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@contoso.com": "exchange_system",
+    }
+    rows = [
+        trace_row(now - 60 - i, sender=sender, recipient=f"someone{i}@example.net")
+        for i, sender in enumerate(system)
+    ]
+    rows.append(trace_row(now - 30, sender="user001@contoso.com", recipient="a@example.net"))
+    add_rows(emulator.state, rows)
+    services = exporter.tenants["contoso"]
+
+    assert await services.pull_trace()
+
+    external = services.quota.engine.snapshot().figure("", LimitName.EXTERNAL_RECIPIENTS_PER_DAY)
+    assert external.used == 1  # user001's recipient only
+    text = exporter.exposition.render().decode()
+    for reason, count in {"null_sender": 2, "postmaster": 1, "exchange_system": 1}.items():
+        assert value(text, "m365_quota_excluded_rows_total", tenant="contoso", reason=reason) == (
+            count
+        )
+    assert (
+        value(
+            text, "m365_quota_limit_enforced", tenant="contoso", limit="external_recipients_per_day"
+        )
+        == 1
+    )
+    assert "postmaster@contoso.com" not in text and "microsoftexchange" not in text
+    assert promtool_check_metrics(text.encode()) == ""

@@ -139,6 +139,12 @@ REFERENCE_ROWS = [
     pytest.param(
         432,
         "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded",
+        Expected("throttle", True, Reason.THROTTLED, "sender thread limit"),
+        id="432 4.3.2 sender thread limit",
+    ),
+    pytest.param(
+        432,
+        "4.3.2 Concurrent connections limit exceeded",
         Expected("throttle", True, Reason.THROTTLED, "3 concurrent"),
         id="432 4.3.2 concurrent connections",
     ),
@@ -249,6 +255,12 @@ REFERENCE_ROWS = [
         "5.7.30 Basic authentication is not supported for Client Submission.",
         Expected("auth", False, Reason.AUTH_DISABLED, "XOAUTH2"),
         id="550 5.7.30 basic auth off",
+    ),
+    pytest.param(
+        550,
+        "5.7.30 Basic authentication is not supported for Client Submission",
+        Expected("auth", False, Reason.AUTH_DISABLED, "XOAUTH2"),
+        id="550 5.7.30 basic auth off without full stop",
     ),
     pytest.param(
         504,
@@ -430,6 +442,24 @@ def test_reference_row(code: int, message: str, expected: Expected) -> None:
             True,
             Reason.THROTTLED,
             id="4.3.2 thread limit on another 4xx",
+        ),
+        # Google answers 5.7.30 for a DKIM failure: not an authentication problem
+        pytest.param(
+            550,
+            "5.7.30 This mail has been blocked because the sender is unauthenticated. "
+            "Gmail requires all senders to authenticate with either SPF or DKIM.",
+            "permanent_security",
+            False,
+            None,
+            id="5.7.30 DKIM failure elsewhere is no auth failure",
+        ),
+        pytest.param(
+            550,
+            "5.7.68 Direct Send rejected",
+            "policy",
+            False,
+            Reason.DIRECT_SEND_REJECTED,
+            id="5.7.68 direct send, shorter text",
         ),
         pytest.param(
             451,

@@ -39,7 +39,7 @@ def test_exporter_runs_only_its_share() -> None:
     config = parse_config(
         "probes:\n"
         + "".join(
-            f"  - {{name: {name}, host: h.example, mail_from: a@b.cd, rcpt_to: [a@b.cd]}}\n"
+            f"  - {{name: {name}, host: h.example, mail_from: {name}@b.cd, rcpt_to: [a@b.cd]}}\n"
             for name in NAMES[:30]
         ),
         env={},

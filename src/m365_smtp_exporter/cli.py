@@ -10,11 +10,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+import structlog
+
 from m365_smtp_exporter import __version__
 from m365_smtp_exporter.config import DEFAULT_LISTEN_ADDRESS, Config, ConfigError, load_config
 from m365_smtp_exporter.logs import LEVELS, Redactor, configure_logging
 from m365_smtp_exporter.planner.command import add_plan_flags
+from m365_smtp_exporter.probe_spend import probe_spend, spend_warnings
 from m365_smtp_exporter.sharding import Shard
+
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from m365_smtp_exporter.web_config import WebSecurity
@@ -203,9 +208,41 @@ def check_config(
             f"(timeout {probe.timeout:g}s) {probe.mail_from} -> {', '.join(probe.rcpt_to)}",
             file=out,
         )
+    _print_probe_spend(config, out)
     if web_config_file is not None:
         print(f"{web_config_file}: OK, {web.config.describe()}", file=out)
     return EXIT_OK
+
+
+def _print_probe_spend(config: Config, out: TextIO) -> None:
+    spends = probe_spend(config.probes, config.tenants)
+    if not spends:
+        return
+    print(
+        "  probe mail per sending mailbox (probes send real mail and spend its limits):", file=out
+    )
+    for spend in spends:
+        print(f"    {spend.describe()}", file=out)
+    for warning in spend_warnings(spends):
+        print(f"  warning: {warning}", file=out)
+
+
+def log_probe_spend(config: Config) -> None:
+    """At start, what the probes spend of each sending mailbox's limits (as check-config)."""
+    spends = probe_spend(config.probes, config.tenants)
+    for spend in spends:
+        log.info(
+            "probe quota spend",
+            sender=spend.sender,
+            recipients_per_day=round(spend.recipients_per_day),
+            daily_share=round(spend.daily_share, 4),
+            daily_limit=spend.daily_limit,
+            messages_per_minute=round(spend.messages_per_minute, 2),
+            minute_share=round(spend.minute_share, 4),
+            probes=[name for name, _ in spend.probes],
+        )
+    for warning in spend_warnings(spends):
+        log.warning("probe quota spend high", detail=warning)
 
 
 def _build_errors(config: Config) -> list[str]:
@@ -269,6 +306,7 @@ async def _serve(
 ) -> int:
     from m365_smtp_exporter.app import Exporter, ReloadError
 
+    log_probe_spend(config)
     try:
         shard = Shard.parse(args.shard)
     except ValueError as exc:

@@ -40,6 +40,7 @@ from m365_smtp_exporter.bounded_files import (
     read_bounded_text,
 )
 from m365_smtp_exporter.logs import register_secret
+from m365_smtp_exporter.probe_spend import probe_spend, spend_errors
 from m365_smtp_exporter.strict_yaml import YamlRefusedError, load_strict
 
 DEFAULT_LISTEN_ADDRESS = ":9587"
@@ -227,19 +228,42 @@ class SpamPolicyConfig(StrictModel):
     recipients_per_day: int | None = Field(default=None, ge=1)
 
 
+# Microsoft paused the tenant external recipient limit for tenants over this many licences
+# (July 2025 update of its announcement; no resumption announced).
+TERRL_PAUSED_ABOVE_LICENSES = 500
+
+
 class QuotaConfig(StrictModel):
     recipients_per_day: int = Field(default=10_000, ge=1)
     sender_limits: dict[Address, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     messages_per_minute: int = Field(default=30, ge=1)
-    licenses: int = Field(default=1, ge=1)
+    # The tenant external recipient limit (TERRL) is 500 x licenses^0.7 + 9,500: a file that
+    # counts quota must give the licence count (or the limit itself, or trial: true).
+    licenses: int | None = Field(default=None, ge=1)
     trial: bool = False
     external_recipient_limit: int | None = Field(default=None, ge=1)
+    # None: enforced unless the tenant has over 500 licences (Microsoft paused that phase).
+    external_recipient_limit_enforced: bool | None = None
     spam_policy: SpamPolicyConfig = SpamPolicyConfig()
     recovery_threshold: float = Field(default=0.8, gt=0, le=1)
     senders: list[Address] = Field(default_factory=list)  # always exported
     top_senders: int = Field(default=50, ge=0, le=10_000)
     hash_senders: bool = False
     hash_salt: SecretStr | None = None
+
+    @property
+    def external_limit_enforced(self) -> bool:
+        """Whether Microsoft enforces the tenant external recipient limit for this tenant."""
+        if self.external_recipient_limit_enforced is not None:
+            return self.external_recipient_limit_enforced
+        if self.trial or self.licenses is None:
+            return True
+        return self.licenses <= TERRL_PAUSED_ABOVE_LICENSES
+
+    @property
+    def has_external_limit(self) -> bool:
+        """Whether the tenant external recipient limit is known (not a silent default)."""
+        return self.licenses is not None or self.external_recipient_limit is not None or self.trial
 
 
 class ServiceHealthConfig(StrictModel):
@@ -269,7 +293,8 @@ class TenantConfig(StrictModel):
         None  # extra CA for the token and Graph endpoints (emulator, proxies)
     )
     accepted_domains: list[DomainName] = Field(default_factory=list)
-    graph_budget: int = Field(default=80, ge=1, le=100)  # of Microsoft's 100 per 5 minutes
+    # of Microsoft's 100 per 5 minutes, shared with every other caller of the tenant
+    graph_budget: int = Field(default=50, ge=1, le=100)
     trace: TraceConfig = TraceConfig()
     quota: QuotaConfig = QuotaConfig()
     service_health: ServiceHealthConfig = ServiceHealthConfig()
@@ -304,6 +329,11 @@ class TenantConfig(StrictModel):
     @property
     def has_credentials(self) -> bool:
         return self.client_secret is not None or self.certificate_file is not None
+
+    @property
+    def counts_quota(self) -> bool:
+        """Whether quota usage is counted for this tenant: its message trace is pulled."""
+        return self.has_credentials and self.trace.enabled
 
 
 class AuthConfig(StrictModel):
@@ -380,6 +410,9 @@ class ProbeConfig(StrictModel):
     timeout: Duration = 30.0
     jitter: Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)] = 5.0
     delivery: DeliveryConfig | None = None
+    # Probes must not run their own mailbox into its daily limit: a configuration whose
+    # probes would is refused, unless a probe of that mailbox is meant to (a demo, a test).
+    allow_quota_exhaustion: bool = False
 
     @field_validator("ca_file")
     @classmethod
@@ -677,6 +710,20 @@ def _idle_parts(config: Config) -> list[str]:
     ]
 
 
+def _quota_parts(config: Config) -> list[str]:
+    """A tenant whose quota is counted needs its real external recipient limit: a silent
+    default of one licence (limit 10,000) would make a 500-seat tenant's alerts fire at a
+    fifth of its headroom."""
+    return [
+        f"tenants.{name}.quota.licenses: required when the tenant's quota is counted "
+        "(app credentials and trace on): its licence count sets the tenant external recipient "
+        "limit (500 x licenses^0.7 + 9,500); give quota.licenses, or "
+        "quota.external_recipient_limit (from Get-LimitsEnforcementStatus), or quota.trial: true"
+        for name, tenant in config.tenants.items()
+        if tenant.counts_quota and not tenant.quota.has_external_limit
+    ]
+
+
 def parse_config(
     text: str,
     env: Mapping[str, str] | None = None,
@@ -697,9 +744,13 @@ def parse_config(
         config = Config.model_validate(expanded, context={"base_dir": base_dir, "from_file": True})
     except ValidationError as exc:
         raise ConfigError(format_errors(exc)) from None
-    idle = _idle_parts(config)
-    if idle:
-        raise ConfigError(idle)
+    problems = (
+        _idle_parts(config)
+        or _quota_parts(config)
+        or spend_errors(probe_spend(config.probes, config.tenants))
+    )
+    if problems:
+        raise ConfigError(problems)
     return config
 
 

@@ -16,7 +16,8 @@ from typing import Protocol, cast
 from prometheus_client.utils import floatToGoString
 
 from m365_smtp_exporter.quota.cardinality import SenderSelection, hash_sender
-from m365_smtp_exporter.quota.metrics import FAMILIES, PROBE_FAMILY
+from m365_smtp_exporter.quota.limits import LimitName
+from m365_smtp_exporter.quota.metrics import ENFORCED_FAMILY, FAMILIES, PROBE_FAMILY
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 
 
@@ -29,6 +30,8 @@ class QuotaSource(Protocol):
     def selection(self) -> SenderSelection: ...
     @property
     def probe_recipients(self) -> Mapping[str, int]: ...
+    @property
+    def limit_enforced(self) -> Mapping[LimitName, bool]: ...
 
 
 go = cast(Callable[[float], str], floatToGoString)  # Go's float formatting, as Prometheus
@@ -50,8 +53,14 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
     remaining: list[str] = []
     recovery: list[str] = []
     probe: list[str] = []
+    enforced: list[str] = []
     for tenant in tenants:
         tenant_label = _escape(tenant.name)
+        for limit_name, on in sorted(tenant.limit_enforced.items()):
+            enforced.append(
+                f'm365_quota_limit_enforced{{limit="{_escape(limit_name.value)}",'
+                f'tenant="{tenant_label}"}} {go(1.0 if on else 0.0)}\n'
+            )
         for figure in tenant.figures:
             labels = (  # label names in sorted order, as prometheus_client writes them
                 f'{{limit="{_escape(figure.limit_name.value)}",'
@@ -71,7 +80,9 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
             )
     parts: list[str] = []
     for (name, help_text), lines in zip(
-        (*FAMILIES, PROBE_FAMILY), (used, limit, ratio, remaining, recovery, probe), strict=True
+        (*FAMILIES, PROBE_FAMILY, ENFORCED_FAMILY),
+        (used, limit, ratio, remaining, recovery, probe, enforced),
+        strict=True,
     ):
         parts.append(_head(name, help_text))
         parts.extend(lines)

@@ -31,7 +31,12 @@ from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
 from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import SenderSelection
-from m365_smtp_exporter.quota.metrics import quota_metrics, state_rejected_metrics
+from m365_smtp_exporter.quota.limits import LimitName
+from m365_smtp_exporter.quota.metrics import (
+    excluded_rows_metrics,
+    quota_metrics,
+    state_rejected_metrics,
+)
 from m365_smtp_exporter.quota.rows import RowFields
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
@@ -223,6 +228,7 @@ class _QuotaView:
     figures: tuple[QuotaFigure, ...]
     selection: SenderSelection
     probe_recipients: Mapping[str, int]
+    limit_enforced: Mapping[LimitName, bool]
 
 
 def _credential_error(name: str, exc: Exception) -> str:
@@ -244,6 +250,7 @@ class TenantsSubsystem:
         self.live: Sequence[Collect] = (
             self.graph_metrics,
             state_rejected_metrics(lambda: sorted(self.services)),
+            excluded_rows_metrics(lambda: [s.quota for s in self.services.values()]),
         )
         self.quota_chunk = Chunk(
             "quota",
@@ -256,7 +263,7 @@ class TenantsSubsystem:
 
     def _quota_snapshot(self) -> Renderer:
         views = [
-            _QuotaView(q.name, q.figures, q.selection, q.probe_recipients)
+            _QuotaView(q.name, q.figures, q.selection, q.probe_recipients, q.limit_enforced)
             for q in (s.quota for s in self.services.values())
         ]
         return lambda _fmt: quota_text(views)

@@ -101,6 +101,7 @@ async def test_metrics_after_a_successful_and_a_failed_pull(
         | sample("m365_graph_retry_after_clamped_total", 0)
         | sample("m365_graph_requests_refused_total", 0)
         | sample("m365_graph_responses_too_large_total", 0)
+        | sample("m365_graph_foreign_throttled_total", 0)
     )
     assert after_success == common | pulls(success=1) | throttled() | (
         sample("m365_trace_pull_success", 1)
@@ -138,6 +139,9 @@ async def test_throttling_shows_in_the_metrics_and_blocks_the_budget_gauge(
 
     assert rendered[("m365_graph_budget_remaining", frozenset({("tenant", "contoso")}))] == 0
     assert throttled(trace=1).items() <= rendered.items()
+    # one request of ours in the window: the 429 came from the tenant's other callers
+    foreign = ("m365_graph_foreign_throttled_total", frozenset({("tenant", "contoso")}))
+    assert rendered[foreign] == 1
     assert pulls(throttled=1).items() <= rendered.items()
     assert ("m365_trace_lag_seconds", frozenset({("tenant", "contoso")})) not in rendered
     budget_clock.advance(120)
@@ -150,6 +154,7 @@ async def test_forgotten_tenants_disappear(make_client: ClientFactory) -> None:
     metrics.track(make_client())
     assert {family.name for family in metrics() if family.samples} == {
         "m365_graph_throttled",
+        "m365_graph_foreign_throttled",
         "m365_graph_retry_after_clamped",
         "m365_graph_requests_refused",
         "m365_graph_responses_too_large",
@@ -159,4 +164,4 @@ async def test_forgotten_tenants_disappear(make_client: ClientFactory) -> None:
 
     metrics.forget("contoso")
 
-    assert [family.samples for family in metrics()] == [[]] * 14
+    assert [family.samples for family in metrics()] == [[]] * 15

@@ -42,6 +42,7 @@ probes:
     interval: 1s
     timeout: 1s
     jitter: 0s
+    allow_quota_exhaustion: true  # a local test server, no real mailbox
 """
         )
         exporter = Exporter(load_config(config), listen_address="127.0.0.1:0")

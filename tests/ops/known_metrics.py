@@ -77,6 +77,8 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     ExportedMetric("m365_quota_remaining", Kind.GAUGE, _QUOTA),
     ExportedMetric("m365_quota_recovery_seconds", Kind.GAUGE, _QUOTA),
     ExportedMetric("m365_quota_probe_recipients", Kind.GAUGE, ("tenant", "sender")),
+    ExportedMetric("m365_quota_limit_enforced", Kind.GAUGE, ("tenant", "limit")),
+    ExportedMetric("m365_quota_excluded_rows_total", Kind.COUNTER, ("tenant", "reason")),
     # message trace
     ExportedMetric("m365_trace_messages_total", Kind.COUNTER, ("tenant", "status", "direction")),
     ExportedMetric("m365_trace_pull_success", Kind.GAUGE, ("tenant",)),
@@ -89,6 +91,7 @@ EXPORTED_METRICS: tuple[ExportedMetric, ...] = (
     # Microsoft Graph
     ExportedMetric("m365_graph_requests_total", Kind.COUNTER, ("tenant", "endpoint", "code")),
     ExportedMetric("m365_graph_throttled_total", Kind.COUNTER, ("tenant", "endpoint")),
+    ExportedMetric("m365_graph_foreign_throttled_total", Kind.COUNTER, ("tenant",)),
     ExportedMetric("m365_graph_budget_remaining", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_graph_budget_limit", Kind.GAUGE, ("tenant",)),
     ExportedMetric("m365_graph_retry_after_clamped_total", Kind.COUNTER, ("tenant",)),

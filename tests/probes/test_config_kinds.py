@@ -13,6 +13,7 @@ tenants:
     client_id: c
     client_secret: s
     accepted_domains: [contoso.com]
+    quota: {licenses: 25}
 """
 
 

@@ -91,6 +91,7 @@ tenants:
     ca_file: {emulator.ca_file}
     accepted_domains: [contoso.com]
     graph_budget: 100
+    quota: {{licenses: 25}}
     trace:
       interval: {TRACE_INTERVAL}s
       overlap: 2m
@@ -117,6 +118,7 @@ def _probe_yaml(emulator: Emulator, probe: ProbeSpec) -> str:
     interval: {probe.interval}s
     timeout: {probe.timeout}s
     jitter: 0.2s
+    allow_quota_exhaustion: true  # compressed time in the emulator, no real mailbox
 """
 
 

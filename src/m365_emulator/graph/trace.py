@@ -299,7 +299,8 @@ class TraceEndpoints:
                 f"{self._public_base_url().rstrip('/')}/{version}/{TRACE_CONTEXT}"
                 f"?$skiptoken={following.to_skiptoken()}"
             )
-        body["value"] = [_row_document(row, version) for row in page]
+        evolvable = wants_unknown_enum_members(request)
+        body["value"] = [_row_document(row, version, evolvable) for row in page]
         return json_response(body)
 
     def _query(self, request: web.Request, tenant: str) -> tuple[TraceQuery, TraceFilter]:
@@ -395,10 +396,31 @@ def _events(row: TraceRow, internal: bool) -> list[tuple[str, str, str]]:
     return [received, step] if step else [received]
 
 
-def _row_document(row: TraceRow, version: str) -> dict[str, object]:
+# Members Graph added after the `unknownFutureValue` sentinel of exchangeMessageTraceStatus:
+# a client that did not opt in gets the sentinel instead (Graph's "evolvable enums").
+_EVOLVABLE_STATUSES = frozenset({"recalled"})
+UNKNOWN_FUTURE_VALUE = "unknownFutureValue"
+INCLUDE_UNKNOWN_ENUM_MEMBERS = "include-unknown-enum-members"
+
+
+def wants_unknown_enum_members(request: web.Request) -> bool:
+    """Whether a `Prefer` header (any of them; preferences comma-separated, with or without
+    parameters, any case) asks for `include-unknown-enum-members`."""
+    for header in request.headers.getall("Prefer", ()):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+            if token == INCLUDE_UNKNOWN_ENUM_MEMBERS:
+                return True
+    return False
+
+
+def _row_document(row: TraceRow, version: str, evolvable: bool) -> dict[str, object]:
     document = row.to_graph()
+    status = row.status
+    if status.lower() in _EVOLVABLE_STATUSES and not evolvable:
+        status = UNKNOWN_FUTURE_VALUE
+        document["status"] = status
     if version == "beta":  # beta capitalises status values, e.g. "Delivered"
-        status = row.status
         document["status"] = status[:1].upper() + status[1:]
     return document
 

@@ -1,8 +1,14 @@
 """The per-tenant Graph request budget, shared by every caller (trace pulls, delivery checks).
 
 Microsoft allows 100 message-trace requests per rolling 5 minutes per tenant, list and detail
-calls together. We spend at most `limit` of them (default 80) so retries and other tools on
-the same tenant keep some room, and we back off entirely while a 429's Retry-After runs.
+calls together, and every caller of the tenant spends them (admins running
+`Get-MessageTraceV2`, other tools; Microsoft's own TERRL script limits itself to 50). We spend
+at most `limit` of them (default 50, half, like Microsoft's script) so the others keep room,
+and we back off entirely while a 429's Retry-After runs.
+
+A 429 that arrives while our own count in the window is well below Microsoft's 100 was
+caused by the tenant's other callers: `throttled_by_others` tells it apart, so the operator
+sees "someone else spends the tenant's trace budget" rather than "the exporter is too greedy".
 
 Callers reserve a slot with `try_acquire` before a request; requests the SDK sends on its own
 (retries) are recorded with `record_extra` by the transport that sees them, so the window
@@ -15,8 +21,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-DEFAULT_LIMIT = 80
+DEFAULT_LIMIT = 50
 DEFAULT_WINDOW = 300.0
+TENANT_LIMIT = 100  # Microsoft's message-trace requests per rolling 5 minutes per tenant
+# Our window and Microsoft's need not start at the same instant: a 429 counts as caused by
+# others only while we spent at least this many requests fewer than the tenant limit.
+FOREIGN_THROTTLE_MARGIN = 10
 # Whoever asks for a block (a Retry-After), it ends within this: the transport clamps and
 # counts hostile values; this is the last line, so no caller can silence a tenant for years.
 MAX_BLOCK = 600.0
@@ -45,6 +55,11 @@ class RequestBudget:
         """Requests recorded within the current window (may exceed `limit` after retries)."""
         self._expire(self._clock())
         return len(self._sent)
+
+    def throttled_by_others(self) -> bool:
+        """Whether a 429 received now must come from the tenant's other callers: our own
+        requests in the window (the throttled one included) are well below Microsoft's."""
+        return self.spent() <= TENANT_LIMIT - FOREIGN_THROTTLE_MARGIN
 
     def remaining(self) -> int:
         now = self._clock()

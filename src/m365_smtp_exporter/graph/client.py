@@ -63,6 +63,9 @@ with warnings.catch_warnings():
 
 log = structlog.get_logger(__name__)
 
+# Graph returns enum members added after `unknownFutureValue` (message trace's `recalled`)
+# only to clients that ask; without it a recalled message reads as `unknownFutureValue`.
+PREFER_UNKNOWN_ENUM_MEMBERS = "include-unknown-enum-members"
 DEFAULT_REQUEST_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -182,11 +185,14 @@ class GraphClient:
     async def get_bytes(self, info: RequestInformation) -> bytes:
         """Send `info` through the SDK pipeline and return the raw body of a 2xx answer.
 
-        Message-trace requests first take a slot of the tenant budget. Raises a
+        Message-trace requests first take a slot of the tenant budget and ask for every
+        status member (`Prefer: include-unknown-enum-members`). Raises a
         `GraphRequestError` subclass (its `reason` is the bounded failure label).
         """
         self.adapter.set_base_url_for_request_information(info)
         budgeted = endpoint_of(urlsplit(info.url).path) in BUDGETED_ENDPOINTS
+        if budgeted:
+            info.headers.try_add("Prefer", PREFER_UNKNOWN_ENUM_MEMBERS)
         if budgeted and not self.budget.try_acquire():
             wait = self.budget.seconds_until_available()
             raise BudgetExhaustedError(f"graph request budget spent; next slot in {wait:.0f}s")

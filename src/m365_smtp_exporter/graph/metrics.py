@@ -63,6 +63,13 @@ class GraphMetrics:
             "Microsoft Graph answers with status 429 (throttled), by endpoint.",
             labels=["tenant", "endpoint"],
         )
+        foreign = CounterMetricFamily(
+            "m365_graph_foreign_throttled",
+            "Message-trace 429 answers received while the exporter's own requests in the "
+            "rolling 5 minutes were well below Microsoft's 100 per tenant: the tenant's other "
+            "callers (admins, other tools) spent the shared budget.",
+            labels=["tenant"],
+        )
         remaining = GaugeMetricFamily(
             "m365_graph_budget_remaining",
             "Message-trace requests the exporter may still send in the rolling 5 minutes "
@@ -97,13 +104,14 @@ class GraphMetrics:
             clamped.add_metric([name], float(stats.retry_after_clamped))
             refused.add_metric([name], float(stats.refused_requests))
             oversized.add_metric([name], float(stats.oversized_bodies))
+            foreign.add_metric([name], float(stats.foreign_throttled))
             for (endpoint, code), count in sorted(stats.requests.items()):
                 requests.add_metric([name, endpoint.value, code], float(count))
             for endpoint in EndpointKind:
                 throttled.add_metric([name, endpoint.value], float(stats.throttled[endpoint]))
             remaining.add_metric([name], float(tenant.client.budget.remaining()))
             limit.add_metric([name], float(tenant.client.budget.limit))
-        yield from (requests, throttled, remaining, limit, clamped, refused, oversized)
+        yield from (requests, throttled, foreign, remaining, limit, clamped, refused, oversized)
 
     @staticmethod
     def _trace_metrics(pullers: list[tuple[str, TracePuller]]) -> Iterator[Metric]:

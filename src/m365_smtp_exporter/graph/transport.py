@@ -78,6 +78,8 @@ class GraphRequestStats:
     def __init__(self) -> None:
         self.requests: Counter[tuple[EndpointKind, str]] = Counter()
         self.throttled: Counter[EndpointKind] = Counter()
+        # budgeted 429s while our own window count was well below the tenant's 100
+        self.foreign_throttled = 0
         self.retry_after_clamped = 0  # Retry-After over the ceiling or unreadable
         self.refused_requests = 0  # to another origin, or a nextLink off the first path
         self.oversized_bodies = 0  # answers abandoned past MAX_BODY_BYTES
@@ -138,6 +140,8 @@ class CountingTransport(httpx.AsyncBaseTransport):
         if response.status_code == 429:
             self._stats.throttled[endpoint] += 1
             if budgeted:
+                if self._budget.throttled_by_others():
+                    self._stats.foreign_throttled += 1
                 self._budget.block_for(self._throttle_block(response.headers))
         return self._bounded(response)
 

@@ -8,6 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import hash_sender
+from m365_smtp_exporter.quota.rows import ExcludedReason
 from m365_smtp_exporter.quota.tenant import TenantQuota
 
 LABELS = ["tenant", "sender", "limit"]
@@ -31,6 +32,11 @@ FAMILIES = (
         "threshold (0 when already under it).",
     ),
 )
+ENFORCED_FAMILY = (
+    "m365_quota_limit_enforced",
+    "Whether Microsoft enforces the tenant-wide limit for this tenant (1) or not (0): the "
+    "tenant external recipient limit is paused for tenants over 500 licences.",
+)
 PROBE_FAMILY = (
     "m365_quota_probe_recipients",
     "Recipients the exporter's own probes sent in the last 24 hours.",
@@ -43,7 +49,10 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
             GaugeMetricFamily(name, help_text, labels=LABELS) for name, help_text in FAMILIES
         )
         probe = GaugeMetricFamily(*PROBE_FAMILY, labels=["tenant", "sender"])
+        enforced = GaugeMetricFamily(*ENFORCED_FAMILY, labels=["tenant", "limit"])
         for tenant in tenants():
+            for limit_name, on in sorted(tenant.limit_enforced.items()):
+                enforced.add_metric([tenant.name, limit_name.value], 1.0 if on else 0.0)
             for figure in tenant.figures:
                 labels = [tenant.name, figure.sender, figure.limit_name.value]
                 used.add_metric(labels, float(figure.used))
@@ -57,7 +66,7 @@ def quota_metrics(tenants: Callable[[], Iterable[TenantQuota]]) -> Callable[[], 
                     hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender
                 )
                 probe.add_metric([tenant.name, label], float(count))
-        yield from (used, limit, ratio, remaining, recovery, probe)
+        yield from (used, limit, ratio, remaining, recovery, probe, enforced)
 
     return collect
 
@@ -78,5 +87,29 @@ def state_rejected_metrics(tenants: Callable[[], Iterable[str]]) -> Callable[[],
                 count = state_file.REJECTED[(tenant, reason)]
                 rejected.add_metric([tenant, reason], float(count))
         yield rejected
+
+    return collect
+
+
+def excluded_rows_metrics(
+    tenants: Callable[[], Iterable[TenantQuota]],
+) -> Callable[[], Iterator[Metric]]:
+    """Trace rows left out of quota counting (system senders), by reason: a few series per
+    tenant, rendered at every scrape."""
+
+    def collect() -> Iterator[Metric]:
+        excluded = CounterMetricFamily(
+            "m365_quota_excluded_rows",
+            "Message-trace rows not counted against any sending limit because a system sent "
+            "them (null sender, postmaster, Exchange's MicrosoftExchange... NDR mailboxes), "
+            "by reason.",
+            labels=["tenant", "reason"],
+        )
+        for tenant in tenants():
+            for reason in ExcludedReason:
+                excluded.add_metric(
+                    [tenant.name, reason.value], float(tenant.excluded_rows[reason])
+                )
+        yield excluded
 
     return collect

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Mapping
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 
@@ -44,6 +46,64 @@ def domain_of(address: str) -> str:
 def normalize_message_id(message_id: str) -> str:
     """Message-ID without surrounding blanks and angle brackets, so `<a@b>` equals `a@b`."""
     return message_id.strip().removeprefix("<").removesuffix(">")
+
+
+class ExcludedReason(enum.StrEnum):
+    """Why a trace row is left out of quota counting: a system sender, no mailbox's sending.
+
+    Microsoft's tenant external recipient limit excludes NDRs, journaling and automatic
+    replies; of those, only system senders can be recognised in a trace row."""
+
+    NULL_SENDER = "null_sender"  # empty or "<>": bounces and other DSNs
+    POSTMASTER = "postmaster"  # postmaster@ / mailer-daemon@ any domain
+    EXCHANGE_SYSTEM = "exchange_system"  # MicrosoftExchange<guid>@<tenant>: Exchange's NDRs
+
+
+_SYSTEM_LOCAL_PARTS = {
+    "postmaster": ExcludedReason.POSTMASTER,
+    "mailer-daemon": ExcludedReason.POSTMASTER,
+}
+
+
+def excluded_reason(sender: str) -> ExcludedReason | None:
+    """Why rows from `sender` (normalised) are not counted against quota; None: counted."""
+    if sender in ("", "<>"):
+        return ExcludedReason.NULL_SENDER
+    local = sender.rpartition("@")[0] if "@" in sender else sender
+    reason = _SYSTEM_LOCAL_PARTS.get(local)
+    if reason is not None:
+        return reason
+    if local.startswith("microsoftexchange"):
+        return ExcludedReason.EXCHANGE_SYSTEM
+    return None
+
+
+def without_system_senders(
+    rows: Iterable[RowFields], excluded: Counter[ExcludedReason]
+) -> list[RowFields]:
+    """`rows` minus those of system senders, each left out counted in `excluded` by reason.
+
+    Senders repeat: each distinct sender is judged once per batch, and a batch with no system
+    sender (the usual case) is handed on as it came, without a per-row Python step."""
+    batch = rows if isinstance(rows, list) else list(rows)
+    reasons = {
+        sender: reason
+        for sender in set(map(_SENDER, batch))
+        if (reason := excluded_reason(normalize_address(sender))) is not None
+    }
+    if not reasons:
+        return batch
+    kept = []
+    for row in batch:
+        reason = reasons.get(row[0])
+        if reason is None:
+            kept.append(row)
+        else:
+            excluded[reason] += 1
+    return kept
+
+
+_SENDER = itemgetter(0)
 
 
 def direction_of(sender: str, recipient: str, internal_domains: Collection[str]) -> Direction:

@@ -7,14 +7,19 @@ times change as the window rolls), never at scrape time.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from m365_smtp_exporter.config import TenantConfig
 from m365_smtp_exporter.quota.cardinality import SenderSelection, select_series
 from m365_smtp_exporter.quota.engine import QuotaEngine
-from m365_smtp_exporter.quota.limits import QuotaLimits
-from m365_smtp_exporter.quota.rows import RowFields, normalize_address
+from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
+from m365_smtp_exporter.quota.rows import (
+    ExcludedReason,
+    RowFields,
+    normalize_address,
+    without_system_senders,
+)
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
 
 DAY = 86_400.0
@@ -27,7 +32,7 @@ def limits_from_config(tenant: TenantConfig) -> QuotaLimits:
         recipients_per_day=quota.recipients_per_day,
         recipients_per_day_overrides=dict(quota.sender_limits),
         messages_per_minute=quota.messages_per_minute,
-        licenses=quota.licenses,
+        licenses=quota.licenses or 1,  # a loaded file must give one (or the limit itself)
         trial_tenant=quota.trial,
         external_recipients_per_day=quota.external_recipient_limit,
         spam_external_per_hour=quota.spam_policy.external_per_hour,
@@ -61,12 +66,20 @@ class TenantQuota:
         self.engine = QuotaEngine(limits_from_config(tenant), clock)
         self.selection = selection_from_config(tenant, probe_senders)
         self.figures: tuple[QuotaFigure, ...] = ()
+        self.excluded_rows: Counter[ExcludedReason] = Counter()
+        # Limits Microsoft may not apply to this tenant (TERRL is paused over 500 licences):
+        # exported so alerts stay quiet about a limit that blocks nothing.
+        self.limit_enforced: dict[LimitName, bool] = {
+            LimitName.EXTERNAL_RECIPIENTS_PER_DAY: tenant.quota.external_limit_enforced
+        }
         self.probe_recipients: dict[str, int] = {}
         self._probe_sends: deque[tuple[float, str, int]] = deque()
         self._label_of: dict[str, str] = {}
 
     def add_rows(self, rows: Iterable[RowFields]) -> None:
-        self.engine.add_rows(rows)
+        """Count `rows`, except those of system senders (bounces, postmaster, Exchange's
+        NDR mailboxes), which no mailbox limit or TERRL counts: those are tallied apart."""
+        self.engine.add_rows(without_system_senders(rows, self.excluded_rows))
 
     def record_probe_send(
         self, sender: str, message_id: str, recipients: Iterable[str], at: float

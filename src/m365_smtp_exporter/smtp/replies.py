@@ -187,6 +187,10 @@ _HINT_CONCURRENCY = (
     "More than 3 concurrent SMTP connections for this mailbox: run fewer probes or clients "
     "at once against the same mailbox."
 )
+_HINT_SENDER_THREADS = (
+    "Too many submissions from this sender at once (sender thread limit): send from fewer "
+    "clients or probes in parallel with the same mailbox; the retry normally succeeds."
+)
 _HINT_THROTTLED = (
     "Exchange Online is throttling this sender or IP: back off and retry later, and lower "
     "the sending rate if it persists."
@@ -279,7 +283,9 @@ _HINT_SERVICE_UNAVAILABLE = (
 # Rows are tried in order; put specific rows before the broader ones they overlap.
 # fmt: off
 _TABLE: tuple[_Row, ...] = (
-    # -- throttle
+    # -- throttle: the text tells the sender-thread limit from the connection limit
+    ("4xx", "4.3.2", r"sender thread limit", THROTTLE, True, Reason.THROTTLED,
+     _HINT_SENDER_THREADS),
     ("432", "4.3.2", None, THROTTLE, True, Reason.THROTTLED, _HINT_CONCURRENCY),
     ("4xx", "4.3.2", r"thread limit|concurrent connection", THROTTLE, True,
      Reason.THROTTLED, _HINT_CONCURRENCY),
