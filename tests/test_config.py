@@ -269,3 +269,22 @@ def test_examples_are_valid() -> None:
         out = io.StringIO()
         assert check_config(example, out, env=env) == EXIT_OK, out.getvalue()
         assert "OK" in out.getvalue()
+
+
+def test_quota_state_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "secret").write_text("s3cret-value")
+    path = folder / "config.yml"
+    path.write_text(
+        "tenants:\n"
+        "  contoso:\n"
+        "    tenant_id: 00000000-0000-0000-0000-000000000001\n"
+        "    client_id: 00000000-0000-0000-0000-000000000002\n"
+        "    client_secret_file: secret\n"
+        "    accepted_domains: [contoso.com]\n"
+        "    quota: {licenses: 25}\n"
+        "    quota_state_file: state/contoso.json\n"
+    )
+    config = load_config(path)
+    assert config.tenants["contoso"].quota_state_file == folder / "state" / "contoso.json"

@@ -299,7 +299,7 @@ class TenantConfig(StrictModel):
     quota: QuotaConfig = QuotaConfig()
     service_health: ServiceHealthConfig = ServiceHealthConfig()
     # Quota buckets, trace de-dup keys and cursor survive restarts here (None: memory only).
-    quota_state_file: Path | None = None
+    quota_state_file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> Self:
