@@ -26,6 +26,7 @@ from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from m365_smtp_exporter.app import Exporter
+from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.collector import StoreCollector
 from m365_smtp_exporter.config import parse_config
 from m365_smtp_exporter.exposition import CachedExposition, Format
@@ -43,7 +44,9 @@ tenants:
   contoso:
     tenant_id: t
     client_id: c
+    client_secret: bench
     accepted_domains: [contoso.com]
+    trace: {{enabled: false}}
     quota: {{top_senders: {min(senders, 10_000)}}}
 """
 
@@ -148,7 +151,9 @@ async def main() -> int:
     if args.switch:
         sys.setswitchinterval(args.switch)
     exporter = Exporter(
-        parse_config(config_text(args.senders), env={}), listen_address="127.0.0.1:0"
+        parse_config(config_text(args.senders), env={}),
+        listen_address="127.0.0.1:0",
+        token_provider_factory=lambda _: StaticTokenProvider("bench-token"),
     )
     await exporter.start()
     exporter.store.sync_probes([("", "bench", "smtp.example:587")])
