@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
-from m365_smtp_exporter.quota.batch import BatchCutoffs, BatchSums, sum_rows
+from m365_smtp_exporter.quota.batch import AddressBook, BatchCutoffs, BatchSums, sum_rows
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
 from m365_smtp_exporter.quota.message_rate import MessageRateCounter
 from m365_smtp_exporter.quota.probes import ProbeKey, ProbeLedger
@@ -154,6 +154,7 @@ class QuotaEngine:
         self._changed: set[str] = set()
         self._tenant_external = BucketCounter()
         self._probes = ProbeLedger()
+        self._addresses = AddressBook(limits.internal_domains)
         self._counts: Counter[str] = Counter()  # IngestStats fields, filled as rows come
         self._by_direction: Counter[str] = Counter()
 
@@ -196,6 +197,7 @@ class QuotaEngine:
             internal_domains=self._limits.internal_domains,
             ignored_statuses=self._limits.ignored_statuses,
             probes=self._probes,
+            addresses=self._addresses,
         )
         for sender, message_id, bucket, external in sums.retractions:
             self._apply(sender, message_id, bucket, external=external, amount=-1, cutoffs=cutoffs)
@@ -220,11 +222,9 @@ class QuotaEngine:
 
     def _apply_sums(self, sums: BatchSums, cutoffs: _Cutoffs) -> None:
         """Add summed rows to the sender and tenant counters."""
-        tenant: Counter[int] = Counter()
         for sender, buckets in sums.external.items():
             self._usage(sender).external.add_counts(buckets, cutoffs.day)
-            tenant.update(buckets)
-        self._tenant_external.add_counts(tenant, cutoffs.day)
+        self._tenant_external.add_counts(sums.tenant_external, cutoffs.day)
         for sender, buckets in sums.internal.items():
             self._usage(sender).internal.add_counts(buckets, cutoffs.day)
         for (sender, bucket), messages in sums.messages.items():
