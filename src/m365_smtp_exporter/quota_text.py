@@ -77,18 +77,20 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
         tenant_label = _escape(tenant.name)
         previous = _cache.get(tenant_label, {})
         kept: dict[int, tuple[QuotaFigure, _Lines]] = {}
+        written: list[_Lines] = []
         for figure in tenant.figures:
             entry = previous.get(id(figure))
             if entry is None:
                 entry = (figure, _figure_lines(figure, tenant_label))
             kept[id(figure)] = entry
-            written = entry[1]
-            used.append(written[0])
-            limit.append(written[1])
-            ratio.append(written[2])
-            remaining.append(written[3])
-            recovery.append(written[4])
+            written.append(entry[1])
         _cache[tenant_label] = kept
+        if written:  # one column of lines per family
+            columns = zip(*written, strict=True)
+            for family, column in zip(
+                (used, limit, ratio, remaining, recovery), columns, strict=True
+            ):
+                family.extend(column)
         selection = tenant.selection
         for sender, count in sorted(tenant.probe_recipients.items()):
             label = hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender

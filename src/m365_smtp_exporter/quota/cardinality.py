@@ -63,14 +63,10 @@ def _labels(senders: Iterable[str], selection: SenderSelection) -> dict[str, str
     raise AssertionError("unreachable: SHA-256 digests of distinct inputs collide")
 
 
-def _peak_utilization(figures: tuple[QuotaFigure, ...]) -> float:
-    return max((f.utilization for f in figures), default=0.0)
-
-
 def select_series(snapshot: QuotaSnapshot, selection: SenderSelection) -> tuple[QuotaFigure, ...]:
     """The figures to export: kept senders, `__other__` when needed, then the tenant's."""
     others = [s for s in snapshot.senders if s not in selection.configured]
-    others.sort(key=lambda s: (-_peak_utilization(snapshot.senders[s]), s))
+    others.sort(key=lambda s: (-snapshot.peak_utilization(s), s))
     kept = sorted(selection.configured) + sorted(others[: selection.top_n])
     labels = _labels(kept, selection)
     output: list[QuotaFigure] = []

@@ -150,6 +150,7 @@ class QuotaEngine:
         # the last snapshot's figures, the cutoffs they were taken at, and the senders
         # counted since then (see `snapshot`)
         self._figures: dict[str, tuple[QuotaFigure, ...]] = {}
+        self._peaks: dict[str, float] = {}  # sender -> highest utilization of its figures
         self._figures_cutoffs: tuple[int, int, int] | None = None
         self._changed: set[str] = set()
         self._tenant_external = BucketCounter()
@@ -323,13 +324,15 @@ class QuotaEngine:
         cutoffs = self._cutoffs(now)
         self._probes.prune(cutoffs.day, cutoffs.horizon)
         moved = self._figures_cutoffs != (cutoffs.day, cutoffs.hour, cutoffs.messages)
-        previous = self._figures
+        previous, previous_peaks = self._figures, self._peaks
         changed = self._changed
         senders: dict[str, tuple[QuotaFigure, ...]] = {}
+        peaks: dict[str, float] = {}
         for sender, usage in list(self._senders.items()):
             old = previous.get(sender)
             if not moved and old is not None and sender not in changed and _settled(old):
                 senders[sender] = old  # same counters, same windows, no clock-bound figure
+                peaks[sender] = previous_peaks[sender]
                 continue
             usage.external.prune(cutoffs.day)
             usage.internal.prune(cutoffs.day)
@@ -339,8 +342,9 @@ class QuotaEngine:
                 continue
             figures = self._sender_figures(sender, usage, now, cutoffs)
             # an equal tuple is dropped at once: the kept one is long-lived already
-            senders[sender] = old if figures == old else figures
-        self._figures = senders
+            senders[sender] = figures = old if figures == old else figures
+            peaks[sender] = max((f.utilization for f in figures), default=0.0)
+        self._figures, self._peaks = senders, peaks
         self._figures_cutoffs = (cutoffs.day, cutoffs.hour, cutoffs.messages)
         self._changed = set()
         self._tenant_external.prune(cutoffs.day)
@@ -356,7 +360,12 @@ class QuotaEngine:
             ),
         )
         return QuotaSnapshot(
-            taken_at=now, limits=self._limits, senders=senders, tenant=tenant, stats=self.stats
+            taken_at=now,
+            limits=self._limits,
+            senders=senders,
+            tenant=tenant,
+            stats=self.stats,
+            peaks=peaks,
         )
 
     def _counted_figure(
