@@ -380,16 +380,18 @@ class TracePuller:
             self.stats.newest_received_at = newest
         # Big pages go to the sink in slices, yielding in between, so the event loop
         # (scrapes, probes) is never held for long.
-        first, size = 0, self._slice
+        first = 0
         while first < len(records):
             started = time.perf_counter()
-            self._on_rows(records[first : first + size])
-            first += size
+            chunk = records[first : first + self._slice]
+            self._on_rows(chunk)
+            first += len(chunk)
             spent = max(time.perf_counter() - started, 1e-6)
-            size = min(max(int(size * SINK_SLICE_SECONDS / spent), SINK_SLICE_MIN), SINK_SLICE)
+            # the next slice at the rate this one went (a short last slice counts its rows)
+            size = int(len(chunk) * SINK_SLICE_SECONDS / spent)
+            self._slice = min(max(size, SINK_SLICE_MIN), SINK_SLICE)
             if first < len(records):
                 await asyncio.sleep(0)
-        self._slice = size
 
     def _finish(
         self,

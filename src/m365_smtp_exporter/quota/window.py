@@ -111,6 +111,11 @@ class BucketCounter:
         before the oldest one are prepended (a back-fill: Graph lists newest first), and
         anything else is merged in one rebuild instead of an insert per bucket.
         """
+        if len(counts) == 1:  # the common case of a small batch: one minute of a sender
+            ((bucket, count),) = counts.items()
+            if count > 0:
+                self.add(bucket, count, cutoff)
+            return
         self.prune(cutoff)
         words = [
             bucket << _COUNT_BITS | min(count, _COUNT_MASK)
