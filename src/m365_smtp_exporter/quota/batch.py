@@ -76,7 +76,7 @@ class AddressBook(dict[str, tuple[str, bool]]):
 
     __slots__ = ("_internal_domains", "max_entries")
 
-    def __init__(self, internal_domains: Collection[str], max_entries: int = 200_000) -> None:
+    def __init__(self, internal_domains: Collection[str], max_entries: int = 20_000) -> None:
         super().__init__()
         self._internal_domains = internal_domains
         self.max_entries = max_entries

@@ -109,7 +109,8 @@ class BucketCounter:
 
         Buckets after the newest one held are appended (a pull of recent rows), buckets
         before the oldest one are prepended (a back-fill: Graph lists newest first), and
-        anything else is merged in one rebuild instead of an insert per bucket.
+        a few buckets among many go in one by one (a bisect each), and anything else is
+        merged in one rebuild.
         """
         if len(counts) == 1:  # the common case of a small batch: one minute of a sender
             ((bucket, count),) = counts.items()
@@ -129,6 +130,10 @@ class BucketCounter:
             entries.extend(words)
         elif words[-1] >> _COUNT_BITS < entries[0] >> _COUNT_BITS:
             entries[0:0] = array("Q", words)
+        elif len(words) * 8 < len(entries):  # a few buckets into many: an insert each
+            for word in words:
+                self.add(word >> _COUNT_BITS, word & _COUNT_MASK, cutoff)
+            return
         else:
             merged = {word >> _COUNT_BITS: word & _COUNT_MASK for word in entries}
             for word in words:
