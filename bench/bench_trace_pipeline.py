@@ -97,10 +97,21 @@ tenants:
             await asyncio.sleep(0.005)
             stall = max(stall, loop.time() - before - 0.005)
 
+    gc_pauses: list[float] = []  # garbage collections stop the loop too: the longest one
+    gc_started = 0.0
+
+    def gc_callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal gc_started
+        if phase == "start":
+            gc_started = time.perf_counter()
+        else:
+            gc_pauses.append(time.perf_counter() - gc_started)
+
     await exporter.start()  # the first pull is scheduled here; it runs at the next await
     # as serve_forever does once started: start-up objects out of every later collection
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(gc_callback)
     wall0, cpu0 = time.perf_counter(), time.process_time()  # the pull, not the start-up
     tick = asyncio.create_task(ticker())
     services = exporter.tenants["contoso"]
@@ -108,6 +119,7 @@ tenants:
         await asyncio.sleep(0.002)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     tick.cancel()
+    gc.callbacks.remove(gc_callback)
     assert services.puller is not None
     delivered = sum(services.puller.stats.messages.values())
     gc.collect()
@@ -120,6 +132,7 @@ tenants:
             "rss_peak": _proc_status("VmHWM"),
             "rss_after": _proc_status("VmRSS"),
             "stall": stall,
+            "gc_max": max(gc_pauses, default=0.0),
         }
     )
     await exporter.stop()
@@ -195,6 +208,7 @@ def measure(rows: int, senders: int, runs: int) -> dict[str, list[float]]:
                 "rss_peak": report["rss_peak"],
                 "rss_after": report["rss_after"],
                 "stall": report["stall"],
+                "gc_max": report["gc_max"],
                 "httpx_wall": wall,
                 "httpx_cpu": cpu,
                 "bare_wall": bare_wall,
@@ -243,7 +257,8 @@ def main() -> int:
         )
         print(
             f"{'':>19}   peak RSS MB {spread(r['rss_peak'], mb)}; bare CPU s "
-            f"{spread(r['bare_cpu'], 1, 2)}; httpx CPU s {spread(r['httpx_cpu'], 1, 2)}",
+            f"{spread(r['bare_cpu'], 1, 2)}; httpx CPU s {spread(r['httpx_cpu'], 1, 2)}; "
+            f"longest GC pause ms {spread(r['gc_max'], 1000, 1)}",
             flush=True,
         )
     return 0

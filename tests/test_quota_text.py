@@ -17,7 +17,7 @@ from tests.support.prom import promtool_check_metrics
 OPENMETRICS = Format.negotiate("application/openmetrics-text;version=1.0.0")
 
 
-def tenant(name: str, *, hashed: bool) -> TenantQuota:
+def tenant(name: str, *, hashed: bool, clock: list[float] | None = None) -> TenantQuota:
     config = TenantConfig(
         tenant_id="t",
         client_id="c",
@@ -28,8 +28,9 @@ def tenant(name: str, *, hashed: bool) -> TenantQuota:
             hash_salt=SecretStr("salt") if hashed else None,
         ),
     )
-    now = time.time()
-    quota = TenantQuota(name, config, ["probe@contoso.com"], clock=lambda: now)
+    clock = clock if clock is not None else [time.time()]
+    now = clock[0]
+    quota = TenantQuota(name, config, ["probe@contoso.com"], clock=lambda: clock[0])
     senders = ["a@contoso.com", 'odd"quote\\back@contoso.com', "b@contoso.com"]
     quota.add_rows(
         QuotaRow(
@@ -57,3 +58,20 @@ def test_quota_text_equals_prometheus_client_in_both_formats() -> None:
 
 def test_no_tenants_still_declares_the_families() -> None:
     assert quota_text([]) == encode(quota_metrics(lambda: [])(), TEXT)
+
+
+def test_later_renders_reuse_unchanged_lines_and_rewrite_changed_ones() -> None:
+    """Lines are kept per figure between renders: after new rows, a refresh and the clock
+    moving on, the text still equals prometheus_client's rendering of the new figures."""
+    clock = [time.time()]
+    quota = tenant("contoso", hashed=False, clock=clock)
+    first = quota_text([quota])
+    clock[0] = later = clock[0] + 120.0
+    quota.add_rows(
+        [QuotaRow("a@contoso.com", "new@outside.example", "<n1@contoso.com>", later, "delivered")]
+    )
+    quota.refresh()
+    second = quota_text([quota])
+    assert second != first
+    assert second == encode(quota_metrics(lambda: [quota])(), TEXT)
+    assert quota_text([quota]) == second

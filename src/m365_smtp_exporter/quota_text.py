@@ -46,6 +46,29 @@ def _head(name: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} gauge\n"
 
 
+# Each figure's five lines from the previous render, per tenant label: the engine keeps a
+# sender's figure objects while its usage does not change, so a render only formats what
+# changed. Keyed by id(); the entry holds the figure, so the id cannot be reused while it
+# is cached. Each render keeps only the figures it wrote, which bounds the cache. Two renders
+# at once (two formats, two threads) only cost each other a miss.
+_Lines = tuple[str, str, str, str, str]
+_cache: dict[str, dict[int, tuple[QuotaFigure, _Lines]]] = {}
+
+
+def _figure_lines(figure: QuotaFigure, tenant_label: str) -> _Lines:
+    labels = (  # label names in sorted order, as prometheus_client writes them
+        f'{{limit="{_escape(figure.limit_name.value)}",'
+        f'sender="{_escape(figure.sender)}",tenant="{tenant_label}"}} '
+    )
+    return (
+        f"m365_quota_used{labels}{go(float(figure.used))}\n",
+        f"m365_quota_limit{labels}{go(float(figure.limit))}\n",
+        f"m365_quota_utilization_ratio{labels}{go(figure.utilization)}\n",
+        f"m365_quota_remaining{labels}{go(float(figure.remaining))}\n",
+        f"m365_quota_recovery_seconds{labels}{go(figure.recovery_seconds)}\n",
+    )
+
+
 def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
     used: list[str] = []
     limit: list[str] = []
@@ -61,16 +84,22 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
                 f'm365_quota_limit_enforced{{limit="{_escape(limit_name.value)}",'
                 f'tenant="{tenant_label}"}} {go(1.0 if on else 0.0)}\n'
             )
+        previous = _cache.get(tenant_label, {})
+        kept: dict[int, tuple[QuotaFigure, _Lines]] = {}
+        written: list[_Lines] = []
         for figure in tenant.figures:
-            labels = (  # label names in sorted order, as prometheus_client writes them
-                f'{{limit="{_escape(figure.limit_name.value)}",'
-                f'sender="{_escape(figure.sender)}",tenant="{tenant_label}"}} '
-            )
-            used.append(f"m365_quota_used{labels}{go(float(figure.used))}\n")
-            limit.append(f"m365_quota_limit{labels}{go(float(figure.limit))}\n")
-            ratio.append(f"m365_quota_utilization_ratio{labels}{go(figure.utilization)}\n")
-            remaining.append(f"m365_quota_remaining{labels}{go(float(figure.remaining))}\n")
-            recovery.append(f"m365_quota_recovery_seconds{labels}{go(figure.recovery_seconds)}\n")
+            entry = previous.get(id(figure))
+            if entry is None:
+                entry = (figure, _figure_lines(figure, tenant_label))
+            kept[id(figure)] = entry
+            written.append(entry[1])
+        _cache[tenant_label] = kept
+        if written:  # one column of lines per family
+            columns = zip(*written, strict=True)
+            for family, column in zip(
+                (used, limit, ratio, remaining, recovery), columns, strict=True
+            ):
+                family.extend(column)
         selection = tenant.selection
         for sender, count in sorted(tenant.probe_recipients.items()):
             label = hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from m365_smtp_exporter.exposition import Exposition, Format, accepts_gzip
+from m365_smtp_exporter.exposition import Exposition, Format, PartsPayload, accepts_gzip
 from m365_smtp_exporter.store import ResultsStore
 
 ReloadFunc = Callable[[], Awaitable[tuple[bool, list[str]]]]
@@ -129,10 +129,11 @@ async def _metrics(request: web.Request) -> web.Response:
     exposition = request.app[EXPOSITION_KEY]
     fmt = Format.negotiate(request.headers.get("Accept"))
     headers = {"Content-Type": fmt.content_type, "Vary": "Accept, Accept-Encoding"}
-    if accepts_gzip(request.headers.get("Accept-Encoding")):  # Prometheus always asks
+    compress = accepts_gzip(request.headers.get("Accept-Encoding"))  # Prometheus always asks
+    if compress:
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=await exposition.scrape(fmt, compress=True), headers=headers)
-    return web.Response(body=await exposition.scrape(fmt, compress=False), headers=headers)
+    parts = await exposition.scrape_parts(fmt, compress=compress)
+    return web.Response(body=PartsPayload(parts, fmt.content_type), headers=headers)
 
 
 async def _healthy(request: web.Request) -> web.Response:

@@ -362,3 +362,28 @@ def test_probe_reports_never_add_to_their_trace_rows(
     probed, model, _ = run(limits, with_probes, rng2)
     assert engine_figures(probed.snapshot(now)) == model.snapshot(now)
     assert engine_figures(probed.snapshot(now)) == engine_figures(plain.snapshot(now))
+
+
+@SETTINGS
+@given(scenarios(), st.randoms(use_true_random=False), st.lists(st.integers(0, 4_000)))
+def test_snapshots_between_batches_equal_a_recount(
+    scenario: tuple[QuotaLimits, list[Step], int], rng: random.Random, peeks: list[int]
+) -> None:
+    """Snapshots are incremental (unchanged senders keep their figures): taken after every
+    step, sometimes twice or a little later, each still equals a brute-force recount."""
+    limits, steps, later = scenario
+    clock = Clock()
+    engine = QuotaEngine(limits, clock, probe_match_horizon_seconds=HORIZON)
+    model = Model(limits)
+    for number, step in enumerate(steps):
+        clock.now += step.advance
+        engine.add_rows(step.rows)
+        model.add_rows(step.rows, clock.now)
+        if step.probe is not None:
+            engine.record_probe_send(*step.probe)
+            model.probe(*step.probe, now=clock.now)
+        assert engine_figures(engine.snapshot()) == model.snapshot(clock.now)
+        if peeks:
+            clock.now += peeks[number % len(peeks)]
+            assert engine_figures(engine.snapshot()) == model.snapshot(clock.now)
+    assert engine_figures(engine.snapshot(clock.now + later)) == model.snapshot(clock.now + later)

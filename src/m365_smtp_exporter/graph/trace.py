@@ -65,9 +65,13 @@ DEFAULT_END_MARGIN = 5.0
 # Keys are kept this much longer than the next pull can re-read (rounding, clock steps).
 DEFAULT_DEDUP_SLACK = 60.0
 UNFINISHED = 0.999
-# Rows handed to the sink at once before the event loop gets a turn (Graph's largest page:
-# the engine's cost per batch is paid once per page).
-SINK_SLICE = 5_000
+# Rows go to the sink in slices sized to take about SINK_SLICE_SECONDS each on the event
+# loop (measured as they go: the cost per row depends on the machine and its load), so a
+# scrape or a probe never waits long behind a page; the engine's per-batch cost bounds
+# how small a slice gets.
+SINK_SLICE_SECONDS = 0.005
+SINK_SLICE_MIN = 250
+SINK_SLICE = 5_000  # the largest slice (Graph's largest page)
 
 RowSink = Callable[[Sequence[TraceRecord]], None]
 _RECEIVED_AT = attrgetter("received_at")
@@ -201,6 +205,7 @@ class TracePuller:
         self._max_window = max_window
         self._dedup_slack = dedup_slack
         self._seen = SeenRows()
+        self._slice = 1_000  # rows per sink call, adjusted as pages go (see SINK_SLICE_SECONDS)
         self._cursor: int | None = None
         self._resume: ResumePoint | None = None
         # (start, end) the puller set out to read and has not finished: a back-fill
@@ -375,9 +380,17 @@ class TracePuller:
             self.stats.newest_received_at = newest
         # Big pages go to the sink in slices, yielding in between, so the event loop
         # (scrapes, probes) is never held for long.
-        for first in range(0, len(records), SINK_SLICE):
-            self._on_rows(records[first : first + SINK_SLICE])
-            if len(records) > SINK_SLICE:
+        first = 0
+        while first < len(records):
+            started = time.perf_counter()
+            chunk = records[first : first + self._slice]
+            self._on_rows(chunk)
+            first += len(chunk)
+            spent = max(time.perf_counter() - started, 1e-6)
+            # the next slice at the rate this one went (a short last slice counts its rows)
+            size = int(len(chunk) * SINK_SLICE_SECONDS / spent)
+            self._slice = min(max(size, SINK_SLICE_MIN), SINK_SLICE)
+            if first < len(records):
                 await asyncio.sleep(0)
 
     def _finish(

@@ -47,6 +47,7 @@ class BatchSums:
     """What one batch adds to the counters, and how many of its rows went which way."""
 
     external: dict[str, dict[int, int]] = field(default_factory=dict)  # sender -> bucket -> rows
+    tenant_external: dict[int, int] = field(default_factory=dict)  # bucket -> rows, all senders
     internal: dict[str, dict[int, int]] = field(default_factory=dict)
     # (sender, bucket) -> message id -> rows, for buckets inside the message-rate lookback
     messages: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
@@ -67,16 +68,22 @@ class BatchSums:
         return ours - self.stale - self.status_ignored
 
 
-class _AddressBook(dict[str, tuple[str, bool]]):
-    """Raw address -> (normalised address, whether its domain is accepted)."""
+class AddressBook(dict[str, tuple[str, bool]]):
+    """Raw address -> (normalised address, whether its domain is accepted).
 
-    __slots__ = ("_internal_domains",)
+    The engine keeps one across batches (a tenant's pages repeat the same addresses), and
+    starts it over past `max_entries` so hostile input cannot grow it without bound."""
 
-    def __init__(self, internal_domains: Collection[str]) -> None:
+    __slots__ = ("_internal_domains", "max_entries")
+
+    def __init__(self, internal_domains: Collection[str], max_entries: int = 20_000) -> None:
         super().__init__()
         self._internal_domains = internal_domains
+        self.max_entries = max_entries
 
     def learn(self, raw: str) -> tuple[str, bool]:
+        if len(self) >= self.max_entries:
+            self.clear()
         address = normalize_address(raw)
         if address == raw:
             address = raw  # already normalised (the trace parser does it): keep one string
@@ -92,6 +99,7 @@ def sum_rows(
     internal_domains: Collection[str],
     ignored_statuses: Collection[str],
     probes: ProbeLedger,
+    addresses: AddressBook | None = None,
 ) -> BatchSums:
     """Sum `rows` as the engine counts them at `now`; trace keys are noted in `probes`.
 
@@ -105,7 +113,9 @@ def sum_rows(
     # provisional probe rows wait for it (none are added while a batch is summed)
     probes_pending = probes.pending > 0
     note_trace = probes.note_trace
-    addresses = _AddressBook(internal_domains)
+    if addresses is None:
+        addresses = AddressBook(internal_domains)
+    tenant_rows = sums.tenant_external
     known, learn = addresses.get, addresses.learn
     floor = math.floor
     outbound = internal = inbound = relay = future = stale = status_ignored = 0
@@ -145,6 +155,8 @@ def sum_rows(
         if buckets is None:
             buckets = per_sender[sender] = {}
         buckets[bucket] = buckets.get(bucket, 0) + 1
+        if not recipient_ours:
+            tenant_rows[bucket] = tenant_rows.get(bucket, 0) + 1
         if bucket >= message_cutoff:
             if message_id is None:
                 message_id = normalize_message_id(raw_message_id)

@@ -63,21 +63,22 @@ def _labels(senders: Iterable[str], selection: SenderSelection) -> dict[str, str
     raise AssertionError("unreachable: SHA-256 digests of distinct inputs collide")
 
 
-def _peak_utilization(figures: tuple[QuotaFigure, ...]) -> float:
-    return max((f.utilization for f in figures), default=0.0)
-
-
 def select_series(snapshot: QuotaSnapshot, selection: SenderSelection) -> tuple[QuotaFigure, ...]:
     """The figures to export: kept senders, `__other__` when needed, then the tenant's."""
     others = [s for s in snapshot.senders if s not in selection.configured]
-    others.sort(key=lambda s: (-_peak_utilization(snapshot.senders[s]), s))
+    others.sort(key=lambda s: (-snapshot.peak_utilization(s), s))
     kept = sorted(selection.configured) + sorted(others[: selection.top_n])
     labels = _labels(kept, selection)
-    output = [
-        QuotaFigure(labels[sender], f.limit_name, f.used, f.limit, f.recovery_seconds)
-        for sender in kept
-        for f in snapshot.figures_for(sender)
-    ]
+    output: list[QuotaFigure] = []
+    for sender in kept:
+        label = labels[sender]
+        if label == sender:  # the snapshot's own figures: nothing new for the collector
+            output.extend(snapshot.figures_for(sender))
+        else:
+            output.extend(
+                QuotaFigure(label, f.limit_name, f.used, f.limit, f.recovery_seconds)
+                for f in snapshot.figures_for(sender)
+            )
     output.extend(_summed(snapshot, others[selection.top_n :]))
     output.extend(snapshot.tenant)
     return tuple(output)

@@ -62,9 +62,19 @@ class QuotaSnapshot:
     senders: Mapping[str, tuple[QuotaFigure, ...]]
     tenant: tuple[QuotaFigure, ...]
     stats: IngestStats = field(default_factory=IngestStats)
+    # sender -> its highest utilization, when the engine kept it (see `peak_utilization`)
+    peaks: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "senders", MappingProxyType(dict(self.senders)))
+        object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
+
+    def peak_utilization(self, sender: str) -> float:
+        """The sender's highest utilization over its limits (0 with no figures)."""
+        peak = self.peaks.get(sender)
+        if peak is None:
+            peak = max((f.utilization for f in self.senders.get(sender, ())), default=0.0)
+        return peak
 
     def figures_for(self, sender: str) -> tuple[QuotaFigure, ...]:
         """The sender's figures; zero usage for a sender with no rows in any window."""

@@ -107,22 +107,44 @@ class BucketCounter:
     def add_counts(self, counts: Mapping[int, int], cutoff: int) -> None:
         """Add positive `counts` per bucket: `add(bucket, n, cutoff)` for each, in one pass.
 
-        Buckets after the newest one held are appended, which is how a back-fill or a pull
-        of recent rows mostly arrives; earlier ones go through `add`.
+        Buckets after the newest one held are appended (a pull of recent rows), buckets
+        before the oldest one are prepended (a back-fill: Graph lists newest first), and
+        a few buckets among many go in one by one (a bisect each), and anything else is
+        merged in one rebuild.
         """
+        if len(counts) == 1:  # the common case of a small batch: one minute of a sender
+            ((bucket, count),) = counts.items()
+            if count > 0:
+                self.add(bucket, count, cutoff)
+            return
         self.prune(cutoff)
+        words = [
+            bucket << _COUNT_BITS | min(count, _COUNT_MASK)
+            for bucket, count in sorted(counts.items())
+            if bucket >= cutoff and count > 0
+        ]
+        if not words:
+            return
         entries = self._entries
-        newest = entries[-1] >> _COUNT_BITS if entries else -1
-        for bucket in sorted(counts):
-            if bucket < cutoff:
-                continue
-            if bucket > newest:
-                count = min(counts[bucket], _COUNT_MASK)
-                entries.append(bucket << _COUNT_BITS | count)
-                self._total += count
-                newest = bucket
-            else:
-                self.add(bucket, counts[bucket], cutoff)
+        if not entries or words[0] >> _COUNT_BITS > entries[-1] >> _COUNT_BITS:
+            entries.extend(words)
+        elif words[-1] >> _COUNT_BITS < entries[0] >> _COUNT_BITS:
+            entries[0:0] = array("Q", words)
+        elif len(words) * 8 < len(entries):  # a few buckets into many: an insert each
+            for word in words:
+                self.add(word >> _COUNT_BITS, word & _COUNT_MASK, cutoff)
+            return
+        else:
+            merged = {word >> _COUNT_BITS: word & _COUNT_MASK for word in entries}
+            for word in words:
+                bucket = word >> _COUNT_BITS
+                merged[bucket] = min(merged.get(bucket, 0) + (word & _COUNT_MASK), _COUNT_MASK)
+            self._entries = array(
+                "Q", [bucket << _COUNT_BITS | count for bucket, count in sorted(merged.items())]
+            )
+            self._total = sum(merged.values())
+            return
+        self._total += sum(word & _COUNT_MASK for word in words)
 
     def prune(self, cutoff: int) -> None:
         """Drop every bucket older than `cutoff`."""
