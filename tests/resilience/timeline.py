@@ -67,6 +67,11 @@ def _overlapping(phases: list[PhaseRecord], started: float, ended: float) -> lis
     return [phase for phase in phases if phase.overlaps(started, ended)]
 
 
+def _started_in(around: list[PhaseRecord], started: float) -> PhaseRecord | None:
+    """The phase whose fault was armed when the run began (its first request met it)."""
+    return next((phase for phase in around if phase.contains(started, started)), None)
+
+
 def judge_probes(phases: list[PhaseRecord], runs: list[ProbeRun]) -> Verdicts:
     verdicts = Verdicts()
     for run in runs:
@@ -85,6 +90,12 @@ def judge_probes(phases: list[PhaseRecord], runs: list[ProbeRun]) -> Verdicts:
         verdicts.straddling += 1
         if any(expected_probe(phase.fault).accepts(run.outcome) for phase in around):
             verdicts.straddling_explained += 1
+            first = _started_in(around, run.started)
+            if first is not None and expected_probe(first.fault).accepts(run.outcome):
+                # a slow faulty run (retries, Retry-After) may end after its phase
+                verdicts.showed_fault[first.fault.kind] += probe_shows_fault(
+                    first.fault, run.outcome
+                )
         else:
             faults = ", ".join(phase.fault.describe() for phase in around)
             verdicts.wrong.append(
@@ -114,6 +125,12 @@ def judge_pulls(phases: list[PhaseRecord], runs: list[PullRun]) -> Verdicts:
         verdicts.straddling += 1
         if any(run.outcome in expected_pull(phase.fault) for phase in around):
             verdicts.straddling_explained += 1
+            first = _started_in(around, run.started)
+            if first is not None and run.outcome in expected_pull(first.fault):
+                # a 429 pull waits out Retry-After and its retries: it may end after its phase
+                verdicts.showed_fault[first.fault.kind] += pull_shows_fault(
+                    first.fault, run.outcome
+                )
         else:
             faults = ", ".join(phase.fault.describe() for phase in around)
             verdicts.wrong.append(f"trace pull: {run.outcome} across [{faults}] fits none")
