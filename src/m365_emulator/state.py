@@ -148,6 +148,13 @@ class EmulatorState:
     def add_tenant(self, tenant: Tenant) -> None:
         self.tenants[tenant.name] = tenant
 
+    def tenant_owning(self, address: str) -> Tenant | None:
+        """The tenant whose accepted domains include the address's domain."""
+        for tenant in self.tenants.values():
+            if tenant.is_internal(address):
+                return tenant
+        return None
+
     def tenant_by_id(self, tenant_id: str) -> Tenant | None:
         for tenant in self.tenants.values():
             if tenant_id in (tenant.tenant_id, tenant.name):

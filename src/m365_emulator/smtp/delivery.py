@@ -26,7 +26,6 @@ from m365_emulator.smtp.replies import MAILBOX_SERVER
 from m365_emulator.state import (
     EmulatorState,
     StoredMessage,
-    Tenant,
     TraceRow,
 )
 
@@ -193,13 +192,7 @@ class DeliveryAgent:
         """An address in an emulated tenant's domain that has no mailbox (5.1.10 NDR)."""
         if self._state.mailbox(recipient) is not None:
             return False
-        return self._tenant_owning(recipient) is not None
-
-    def _tenant_owning(self, address: str) -> Tenant | None:
-        for tenant in self._state.tenants.values():
-            if tenant.is_internal(address):
-                return tenant
-        return None
+        return self._state.tenant_owning(recipient) is not None
 
     def _draw_delay(self) -> float:
         low, high = self.behaviour.delay_seconds, self.behaviour.delay_max_seconds
@@ -214,7 +207,7 @@ class DeliveryAgent:
         status: str,
     ) -> list[TraceRow]:
         """The sender tenant's row, plus the recipient tenant's if that is another one."""
-        owners = [self._tenant_owning(message.sender), self._tenant_owning(recipient)]
+        owners = [self._state.tenant_owning(message.sender), self._state.tenant_owning(recipient)]
         tenants = {tenant.name: tenant for tenant in owners if tenant is not None}
         rows: list[TraceRow] = []
         for tenant in tenants.values():

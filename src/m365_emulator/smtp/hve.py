@@ -21,7 +21,7 @@ from m365_emulator.smtp import paths_replies as replies
 from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
 from m365_emulator.smtp.listener import SmtpListener
 from m365_emulator.smtp.submission import OUTLOOK_RESOURCE, parse_xoauth2
-from m365_emulator.state import EmulatorState, Tenant
+from m365_emulator.state import EmulatorState
 
 
 @dataclass(slots=True)
@@ -140,7 +140,7 @@ class HvePolicy:
         account = self._account(session)
         if account is None:
             return replies.NOT_AUTHENTICATED
-        tenant = self._tenant_of(account)
+        tenant = self._state.tenant_owning(account)
         if tenant is None or not tenant.is_internal(address):
             return replies.HVE_EXTERNAL_RECIPIENT
         if self._state.mailbox(address) is None:
@@ -171,12 +171,6 @@ class HvePolicy:
         if not session.authenticated or not isinstance(session.auth_data, str):
             return None
         return session.auth_data
-
-    def _tenant_of(self, account: str) -> Tenant | None:
-        for tenant in self._state.tenants.values():
-            if tenant.is_internal(account):
-                return tenant
-        return None
 
 
 def hve_listener(

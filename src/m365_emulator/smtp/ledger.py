@@ -131,10 +131,7 @@ class SendingLedger:
         mailbox = self._state.mailbox(address)
         if mailbox is not None:
             return self._state.tenants.get(mailbox.tenant)
-        for tenant in self._state.tenants.values():
-            if tenant.is_internal(address):
-                return tenant
-        return None
+        return self._state.tenant_owning(address)
 
     def _total(self, counters: dict[str, RollingCounter], key: str) -> int:
         counter = counters.get(key)

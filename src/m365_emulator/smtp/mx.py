@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from m365_emulator.smtp import paths_replies as replies
 from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
 from m365_emulator.smtp.listener import SmtpListener
-from m365_emulator.state import EmulatorState, Tenant
+from m365_emulator.state import EmulatorState
 
 
 @dataclass(slots=True)
@@ -88,7 +88,7 @@ class DirectSendPolicy:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        tenant = self._tenant_owning(address)
+        tenant = self._state.tenant_owning(address)
         if tenant is None:
             return replies.UNABLE_TO_RELAY
         if self._state.mailbox(address) is None:
@@ -113,12 +113,6 @@ class DirectSendPolicy:
         )
         self.rules.accepted += 1
         return replies.queued(message_id)
-
-    def _tenant_owning(self, address: str) -> Tenant | None:
-        for tenant in self._state.tenants.values():
-            if tenant.is_internal(address):
-                return tenant
-        return None
 
 
 def mx_listener(
