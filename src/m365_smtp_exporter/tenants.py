@@ -28,9 +28,10 @@ from m365_smtp_exporter.exposition import Chunk, Collect, Renderer
 from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
-from m365_smtp_exporter.graph.trace import TracePuller
+from m365_smtp_exporter.graph.trace import PullerState, TracePuller
 from m365_smtp_exporter.quota import state_file
 from m365_smtp_exporter.quota.cardinality import SenderSelection
+from m365_smtp_exporter.quota.engine import EngineUsage
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.metrics import (
     excluded_rows_metrics,
@@ -126,23 +127,28 @@ class TenantServices:
         path = self.config.quota_state_file
         if path is None or self.puller is None:
             return False
-        document = await asyncio.to_thread(
-            state_file.read_state,
-            path,
-            tenant=self.name,
-            tenant_id=self.config.tenant_id,
-            now=self._clock(),
-        )
-        if document is None:
+        domains = self.quota.engine.limits.internal_domains
+        now = self._clock()
+
+        def read_and_check() -> tuple[PullerState | None, EngineUsage] | None:
+            # reading, decoding and checking a big tenant's day take seconds: not on the loop
+            document = state_file.read_state(
+                path, tenant=self.name, tenant_id=self.config.tenant_id, now=now
+            )
+            if document is None:
+                return None
+            try:
+                return state_file.puller_state(document), state_file.engine_usage(document, domains)
+            except state_file.StateRejectedError as exc:
+                state_file.report_rejected(path, self.name, exc)
+                return None
+
+        saved = await asyncio.to_thread(read_and_check)
+        if saved is None:
             return False
-        try:
-            puller = state_file.puller_state(document)
-            usage = state_file.engine_usage(document, self.quota.engine.limits.internal_domains)
-        except state_file.StateRejectedError as exc:
-            state_file.report_rejected(path, self.name, exc)
-            return False
-        async with self._quota_lock:
-            self.quota.engine.restore_usage(usage)
+        puller, usage = saved
+        async with self._quota_lock:  # the engine is ours alone while the lock is held
+            await asyncio.to_thread(self.quota.engine.restore_usage, usage)
             if puller is not None:
                 self.puller.restore_state(puller)
             await self._refresh_off_loop()
@@ -157,7 +163,8 @@ class TenantServices:
             return False
         now = self._clock()
         async with self._quota_lock:  # a consistent copy: no pull or snapshot in between
-            puller, usage = self.puller.export_state(), self.quota.engine.export_usage()
+            puller = self.puller.export_state()
+            usage = await asyncio.to_thread(self.quota.engine.export_usage)
 
         def encode_and_write() -> None:
             data = state_file.encode_state(

@@ -153,6 +153,20 @@ def test_no_caller_can_block_the_budget_for_more_than_ten_minutes(seconds: float
     assert 0 < budget.seconds_until_available() <= 600
 
 
+@pytest.mark.parametrize("budget", [1, 50])
+def test_the_page_cap_leaves_a_budgets_worth_of_pages_to_the_budget(budget: int) -> None:
+    """A back-fill bigger than the budget is ended by the budget ("budget", resumed next
+    pull), not by the page cap, which would call a polite server's answer malformed."""
+    from m365_smtp_exporter.graph.links import LinkGuard, max_pages_for
+
+    first = "https://graph.microsoft.com/v1.0/admin/exchange/tracing/messageTraces?$top=5000"
+    guard = LinkGuard(first, max_pages_for(5000, budget))
+    for token in range(budget):  # pages 2 .. budget + 1: the last is refused by the budget
+        guard.check(f"{first}&$skiptoken={token}")
+    with pytest.raises(ForeignRequestError, match="pages in one pull"):
+        guard.check(f"{first}&$skiptoken=last")
+
+
 def test_link_guard_accepts_microsofts_own_next_links() -> None:
     from m365_smtp_exporter.graph.links import LinkGuard
 

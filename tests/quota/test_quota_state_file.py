@@ -4,7 +4,10 @@ that is corrupt, truncated, foreign or too old is reported and ignored."""
 
 from __future__ import annotations
 
+import base64
 import math
+import sys
+from array import array
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -169,6 +172,56 @@ def test_malformed_usage_is_rejected_not_trusted(engine: dict[str, Any]) -> None
     document = orjson.loads(saved_document(engine=engine))
     with pytest.raises(state_file.StateRejectedError):
         state_file.engine_usage(document, frozenset({"contoso.com"}))
+
+
+def packed(*pairs: tuple[int, int]) -> str:
+    words = array("Q", [bucket << 32 | count for bucket, count in pairs])
+    if sys.byteorder == "big":
+        words.byteswap()
+    return base64.b64encode(words.tobytes()).decode()
+
+
+SAVED_MINUTE = 1_000 // 60  # the bucket `saved_document` was saved in
+
+
+@pytest.mark.parametrize(
+    "external",
+    [
+        "not base64!",
+        base64.b64encode(b"\x01" * 12).decode(),  # not whole 64-bit words
+        packed((10, 1), (9, 1)),  # buckets out of order
+        packed((10, 1), (10, 2)),  # a bucket twice
+        packed((10, 0)),  # an empty bucket
+        packed((SAVED_MINUTE + 2, 1)),  # after the file was saved: it would never expire
+        [[10, 1]],  # version 1's pairs in a version 2 file
+    ],
+)
+def test_hostile_packed_buckets_are_rejected(external: object) -> None:
+    engine = {"senders": {"a@contoso.com": {"external": external}}}
+    document = orjson.loads(saved_document(engine=engine))
+    with pytest.raises(state_file.StateRejectedError):
+        state_file.engine_usage(document, frozenset({"contoso.com"}))
+
+
+def test_packed_buckets_are_read_back_as_saved() -> None:
+    engine = {"senders": {"a@contoso.com": {"external": packed((3, 7), (SAVED_MINUTE, 2))}}}
+    document = orjson.loads(saved_document(engine=engine))
+
+    usage = state_file.engine_usage(document, frozenset({"contoso.com"}))
+
+    external = usage.senders["a@contoso.com"].external
+    assert [(word >> 32, word & 0xFFFFFFFF) for word in external] == [(3, 7), (SAVED_MINUTE, 2)]
+
+
+def test_a_version_1_file_is_still_read() -> None:
+    engine = {"senders": {"a@contoso.com": {"external": [[5, 2], [3, 1]], "internal": [[4, 9]]}}}
+    document = orjson.loads(saved_document(version=1, engine=engine))
+
+    usage = state_file.engine_usage(document, frozenset({"contoso.com"}))
+
+    state = usage.senders["a@contoso.com"]
+    assert [(w >> 32, w & 0xFFFFFFFF) for w in state.external] == [(3, 1), (5, 2)]
+    assert [(w >> 32, w & 0xFFFFFFFF) for w in state.internal] == [(4, 9)]
 
 
 def test_writes_replace_the_file_whole(tmp_path: Path) -> None:

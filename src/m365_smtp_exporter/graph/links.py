@@ -31,10 +31,12 @@ def _same_page_key(url: str) -> str:
 
 
 def max_pages_for(top: int, budget_limit: int) -> int:
-    """Pages one pull may read: never more than the request budget allows in a window
-    (each page is a budgeted request), and a link loop stops there at the latest."""
+    """Pages one pull may read: one more than the request budget allows in a window (each
+    page is a budgeted request), so that in a back-fill larger than the budget the budget
+    ends the pull (reason "budget", continued by the next pull) before this cap calls the
+    answer malformed; a link loop stops here at the latest."""
     del top  # pages of any size: the budget, not the row count, bounds the requests
-    return max(1, budget_limit)
+    return max(1, budget_limit) + 1
 
 
 class LinkGuard:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 BUCKET_SECONDS = 60
 _COUNT_BITS = 32
 _COUNT_MASK = (1 << _COUNT_BITS) - 1
+# the packed words' layout, for readers of `BucketCounter.words` (the quota state file)
+COUNT_BITS, COUNT_MASK = _COUNT_BITS, _COUNT_MASK
 
 
 def bucket_of(timestamp: float) -> int:
@@ -162,6 +164,23 @@ class BucketCounter:
             return self._total
         index = bisect_left(entries, first_bucket << _COUNT_BITS)
         return sum(word & _COUNT_MASK for word in entries[index:])
+
+    def words(self, first_bucket: int = 0) -> array[int]:
+        """A copy of the packed words (``bucket << 32 | count``) from `first_bucket` on:
+        what the quota state file keeps, copied without a Python object per bucket."""
+        entries = self._entries
+        index = bisect_left(entries, first_bucket << _COUNT_BITS) if first_bucket > 0 else 0
+        return entries[index:]
+
+    def restore_words(self, words: array[int], cutoff: int) -> None:
+        """Add packed words (strictly ascending buckets, counts above 0: the caller checks)
+        from `cutoff` on; into an empty counter they are taken whole, without a rebuild."""
+        index = bisect_left(words, cutoff << _COUNT_BITS) if cutoff > 0 else 0
+        if self._entries:
+            self.add_counts({w >> _COUNT_BITS: w & _COUNT_MASK for w in words[index:]}, cutoff)
+            return
+        self._entries = words[index:]
+        self._total = sum(word & _COUNT_MASK for word in self._entries)
 
     def buckets(self, first_bucket: int = 0) -> Iterator[tuple[int, int]]:
         """(bucket, count) pairs from `first_bucket` on, oldest first."""
