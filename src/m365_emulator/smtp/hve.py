@@ -19,6 +19,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 
 from m365_emulator.smtp import paths_replies as replies
 from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
+from m365_emulator.smtp.framing import accept_recipient, accept_sender, ehlo_lines, peer_of
 from m365_emulator.smtp.listener import SmtpListener
 from m365_emulator.smtp.submission import OUTLOOK_RESOURCE, parse_xoauth2
 from m365_emulator.state import EmulatorState
@@ -105,12 +106,7 @@ class HvePolicy:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else "unknown"
-        capabilities = [line[4:] for line in responses[1:] if line[4:] != "HELP"]
-        capabilities.append("ENHANCEDSTATUSCODES")
-        lines = [f"{server.hostname} Hello [{peer}]", *capabilities]
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+        return ehlo_lines(server, session, hostname, responses)
 
     async def handle_MAIL(  # noqa: N802
         self,
@@ -125,9 +121,7 @@ class HvePolicy:
             return replies.NOT_AUTHENTICATED
         if address.lower() != account:
             return replies.SEND_AS_DENIED
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return replies.SENDER_OK
+        return accept_sender(envelope, address, mail_options)
 
     async def handle_RCPT(  # noqa: N802
         self,
@@ -145,16 +139,14 @@ class HvePolicy:
             return replies.HVE_EXTERNAL_RECIPIENT
         if self._state.mailbox(address) is None:
             return replies.RECIPIENT_NOT_FOUND.format(address=address)
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
+        return accept_recipient(envelope, address, rcpt_options)
 
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         if self._account(session) is None or envelope.mail_from is None:
             return replies.NOT_AUTHENTICATED
-        peer = str(session.peer[0]) if isinstance(session.peer, tuple) else ""
+        peer = peer_of(session)
         message_id = self._delivery.accept(
             AcceptedMessage(
                 envelope.mail_from,

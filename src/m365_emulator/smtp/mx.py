@@ -16,6 +16,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from m365_emulator.smtp import paths_replies as replies
 from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
+from m365_emulator.smtp.framing import accept_recipient, accept_sender, ehlo_lines, peer_of
 from m365_emulator.smtp.listener import SmtpListener
 from m365_emulator.state import EmulatorState
 
@@ -54,16 +55,7 @@ class DirectSendPolicy:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        peer = _peer(session)
-        capabilities = [
-            line[4:]
-            for line in responses[1:]
-            if line[4:] != "HELP" and not line[4:].startswith("AUTH")
-        ]
-        capabilities.append("ENHANCEDSTATUSCODES")
-        lines = [f"{server.hostname} Hello [{peer}]", *capabilities]
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+        return ehlo_lines(server, session, hostname, responses, auth=False)
 
     async def handle_MAIL(  # noqa: N802
         self,
@@ -73,12 +65,10 @@ class DirectSendPolicy:
         address: str,
         mail_options: list[str],
     ) -> str:
-        peer = _peer(session)
+        peer = peer_of(session)
         if peer in self.rules.banned_ips:
             return replies.BANNED_IP.format(ip=peer)
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return replies.SENDER_OK
+        return accept_sender(envelope, address, mail_options)
 
     async def handle_RCPT(  # noqa: N802
         self,
@@ -97,9 +87,7 @@ class DirectSendPolicy:
         # Direct send: mail from the tenant's own domain arriving unauthenticated on the MX.
         if tenant.name in self.rules.reject_direct_send and tenant.is_internal(sender):
             return replies.DIRECT_SEND_REJECTED
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
+        return accept_recipient(envelope, address, rcpt_options)
 
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope
@@ -108,7 +96,7 @@ class DirectSendPolicy:
         content = envelope.original_content or b""
         message_id = self._delivery.accept(
             AcceptedMessage(
-                envelope.mail_from or "", list(envelope.rcpt_tos), content, _peer(session), now
+                envelope.mail_from or "", list(envelope.rcpt_tos), content, peer_of(session), now
             )
         )
         self.rules.accepted += 1
@@ -135,7 +123,3 @@ def mx_listener(
         auth_required=False,
         auth_exclude_mechanism=["LOGIN", "PLAIN"],
     )
-
-
-def _peer(session: Session) -> str:
-    return str(session.peer[0]) if isinstance(session.peer, tuple) else "unknown"

@@ -9,8 +9,6 @@ from __future__ import annotations
 MX_HOSTNAME = "XX0PR00MB0000.mail.protection.outlook.com"
 HVE_HOSTNAME = "XX0PR00CA0000.hve.mx.microsoft"
 
-SENDER_OK = "250 2.1.0 Sender OK"
-RECIPIENT_OK = "250 2.1.5 Recipient OK"
 DIRECT_SEND_REJECTED = (
     "550 5.7.68 TenantInboundAttribution; Direct Send not allowed for this organization from "
     "unauthorized sources"

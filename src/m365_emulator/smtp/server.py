@@ -10,30 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from datetime import datetime
 from pathlib import Path
-from typing import AnyStr, TypeAlias
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP
 from pydantic import BaseModel, ConfigDict, Field
 
 from m365_emulator.certs import TlsMaterial
 from m365_emulator.smtp import replies
 from m365_emulator.smtp.delivery import DeliveryAgent, DeliveryBehaviour
-from m365_emulator.smtp.faults import (
-    BANNER,
-    OutageMode,
-    Phase,
-    SmtpFaults,
-    phase_of,
-)
+from m365_emulator.smtp.faults import BANNER, OutageMode, SmtpFaults
+from m365_emulator.smtp.framing import Closable, ExchangeConnection, ExchangeListener
 from m365_emulator.smtp.ledger import SendingLedger
 from m365_emulator.smtp.submission import SubmissionPolicy
 from m365_emulator.state import Clock, EmulatorState
@@ -41,8 +33,6 @@ from m365_emulator.state import Clock, EmulatorState
 log = logging.getLogger(__name__)
 
 _MECHANISMS = frozenset({"LOGIN", "PLAIN", "XOAUTH2"})
-_FINAL_REPLY = re.compile(r"^(\d{3})(?: (\d\.\d{1,3}\.\d{1,3}))?(?: |$)")
-_SHUTDOWN_GRACE = 5.0
 
 
 class SmtpSettings(BaseModel):
@@ -58,30 +48,9 @@ class SmtpSettings(BaseModel):
     max_message_bytes: int = Field(default=36_700_160, ge=1)  # 35 MB send default
 
 
-def reply_key(line: str) -> str | None:
-    """`"535 5.7.3"` for a final reply line, `"250"` without an enhanced code, else None."""
-    match = _FINAL_REPLY.match(line)
-    if match is None:
-        return None
-    code, enhanced = match.groups()
-    return f"{code} {enhanced}" if enhanced else code
-
-
-class _Session(Session):
-    """aiosmtpd sets the deprecated `login_data` on every AUTH and logs a warning each time;
-    the emulator keeps the identity in `auth_data` and ignores `login_data`."""
-
-    @property
-    def login_data(self) -> object:
-        return None
-
-    @login_data.setter
-    def login_data(self, value: object) -> None:
-        pass
-
-
-class _ExchangeSmtp(SMTP):
-    """One client connection, answering the way Exchange Online does."""
+class _ExchangeSmtp(ExchangeConnection):
+    """One submission connection: Exchange's framing plus its banner faults, AUTH only
+    after STARTTLS, and the data-drop fault; the submission rules are in the policy."""
 
     def __init__(
         self,
@@ -92,15 +61,17 @@ class _ExchangeSmtp(SMTP):
         settings: SmtpSettings,
         tls_context: ssl.SSLContext,
         greeted_at: float,
-        on_closed: Callable[[_Connection], None],
+        on_closed: Callable[[Closable], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        stamp = format_datetime(datetime.fromtimestamp(greeted_at, tz=UTC))
         super().__init__(
             policy,
             hostname=settings.hostname,
-            ident=f"{replies.BANNER_IDENT} {stamp}",
+            greeted_at=greeted_at,
             tls_context=tls_context,
+            faults=faults,
+            replies_sent=replies_sent,
+            on_closed=on_closed,
             auth_required=True,
             auth_require_tls=True,  # AUTH is advertised only after STARTTLS
             authenticator=policy.authenticate,
@@ -109,14 +80,6 @@ class _ExchangeSmtp(SMTP):
             loop=loop,
         )
         self._policy = policy
-        self._faults = faults
-        self._replies_sent = replies_sent
-        self._on_closed = on_closed
-        self.task: asyncio.Task[None] | None = None
-
-    # connection life cycle
-    def _create_session(self) -> Session:
-        return _Session(self.loop)
 
     async def _handle_client(self) -> None:
         self.task = asyncio.current_task()
@@ -128,62 +91,12 @@ class _ExchangeSmtp(SMTP):
             return
         await super()._handle_client()
 
-    def connection_lost(self, error: Exception | None) -> None:
-        if self.session is not None:
-            self._policy.session_closed(self.session)
-        self._on_closed(self)
-        super().connection_lost(error)
-
-    def shutdown(self, *, graceful: bool = False) -> None:
-        if self.transport is None:
-            return
-        if graceful or not isinstance(self.transport, asyncio.Transport):
-            self.transport.close()
-        else:
-            self.transport.abort()
-
-    async def push(self, status: AnyStr) -> None:
-        await super().push(status)
-        line = status if isinstance(status, str) else status.decode("ascii", "replace")
-        key = reply_key(line)
-        if key is not None:
-            self._replies_sent[key] += 1
-        if line.startswith("421"):  # "closing transmission channel"
-            self.shutdown(graceful=True)
-
     async def check_auth_needed(self, caller_method: str) -> bool:
         assert self.session is not None
         if self.session.authenticated:
             return False
         await self.push(replies.NOT_AUTHENTICATED)
         return True
-
-    # fault injection in front of every command
-    async def _pause(self, phase: Phase | None) -> None:
-        seconds = 0.0 if phase is None else self._faults.latency_for(phase)
-        if seconds > 0:
-            await asyncio.sleep(seconds)
-
-    async def _intercepted(self, verb: str) -> bool:
-        """Apply the verb's latency; True when a scripted reply answered it instead."""
-        await self._pause(phase_of(verb))
-        scripted = self._faults.take_reply(verb)
-        if scripted is None:
-            return False
-        await self.push(scripted)
-        return True
-
-    async def smtp_HELO(self, hostname: str) -> None:  # noqa: N802
-        if not await self._intercepted("HELO"):
-            await super().smtp_HELO(hostname)
-
-    async def smtp_EHLO(self, hostname: str) -> None:  # noqa: N802
-        if not await self._intercepted("EHLO"):
-            await super().smtp_EHLO(hostname)
-
-    async def smtp_STARTTLS(self, arg: str | None) -> None:  # noqa: N802
-        if not await self._intercepted("STARTTLS"):
-            await super().smtp_STARTTLS(arg)
 
     async def smtp_AUTH(self, arg: str | None) -> None:  # noqa: N802
         if await self._intercepted("AUTH"):
@@ -196,14 +109,6 @@ class _ExchangeSmtp(SMTP):
             return
         await super().smtp_AUTH(arg)
 
-    async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
-        if not await self._intercepted("MAIL"):
-            await super().smtp_MAIL(arg)
-
-    async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
-        if not await self._intercepted("RCPT"):
-            await super().smtp_RCPT(arg)
-
     async def smtp_DATA(self, arg: str | None) -> None:  # noqa: N802
         if await self._intercepted("DATA"):
             return
@@ -215,15 +120,7 @@ class _ExchangeSmtp(SMTP):
             await self._reader.readline()  # let the transfer begin, then cut it
             self.shutdown()
             return
-        await super().smtp_DATA(arg)
-
-    async def smtp_RSET(self, arg: str | None) -> None:  # noqa: N802
-        if not await self._intercepted("RSET"):
-            await super().smtp_RSET(arg)
-
-    async def smtp_NOOP(self, arg: str | None) -> None:  # noqa: N802
-        if not await self._intercepted("NOOP"):
-            await super().smtp_NOOP(arg)
+        await SMTP.smtp_DATA(self, arg)  # aiosmtpd's own: the faults were applied above
 
     async def smtp_QUIT(self, arg: str | None) -> None:  # noqa: N802
         if await self._intercepted("QUIT"):
@@ -238,7 +135,7 @@ class _ExchangeSmtp(SMTP):
 class _BlackHole(asyncio.Protocol):
     """Accepts a connection and never says anything (a hung front end)."""
 
-    def __init__(self, on_closed: Callable[[_Connection], None]) -> None:
+    def __init__(self, on_closed: Callable[[Closable], None]) -> None:
         self._on_closed = on_closed
         self._transport: asyncio.BaseTransport | None = None
         self.task: asyncio.Task[None] | None = None
@@ -253,9 +150,6 @@ class _BlackHole(asyncio.Protocol):
     def shutdown(self, *, graceful: bool = False) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-_Connection: TypeAlias = "_ExchangeSmtp | _BlackHole"
 
 
 class SmtpEmulator:
@@ -293,9 +187,7 @@ class SmtpEmulator:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._tls: TlsMaterial | None = None
         self._context: ssl.SSLContext | None = None
-        self._server: asyncio.Server | None = None
-        self._port: int | None = None
-        self._connections: set[_Connection] = set()
+        self._listener = ExchangeListener(self.settings.host, self._new_connection)
 
     # life cycle
     async def start(self) -> None:
@@ -312,22 +204,11 @@ class SmtpEmulator:
             clock=self._certificate_clock,
         )
         self._context = self._tls.server_context()
-        await self._listen(self.settings.port)
-        log.info("SMTP emulator listening on %s:%s", self.settings.host, self._port)
+        await self._listener.listen(self.settings.port)
+        log.info("SMTP emulator listening on %s:%s", self.settings.host, self._listener.port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        connections = list(self._connections)
-        for connection in connections:
-            connection.shutdown()
-        tasks = [c.task for c in connections if c.task is not None and not c.task.done()]
-        if tasks:
-            await asyncio.wait(tasks, timeout=_SHUTDOWN_GRACE)
-        if server is not None:
-            # Since Python 3.12 this also waits for the connections closed above.
-            await asyncio.wait_for(server.wait_closed(), _SHUTDOWN_GRACE)
+        await self._listener.stop()
         self.delivery.cancel_all()
         if self._tempdir is not None:
             self._tempdir.cleanup()
@@ -335,9 +216,9 @@ class SmtpEmulator:
 
     @property
     def port(self) -> int:
-        if self._port is None:
+        if not self._listener.started:
             raise RuntimeError("the SMTP emulator has not been started")
-        return self._port
+        return self._listener.port
 
     @property
     def tls_failures(self) -> Counter[str]:
@@ -369,13 +250,11 @@ class SmtpEmulator:
     # faults that change the listener or the certificate
     async def set_outage(self, mode: OutageMode) -> None:
         """`refuse`: stop listening; `blackhole`: accept, never greet; `none`: normal."""
-        if mode == "refuse" and self._server is not None:
-            # close() stops listening at once; open connections may finish their session.
-            self._server.close()
-            self._server = None
+        if mode == "refuse" and self._listener.listening:
+            self._listener.close_listener()  # open connections may finish their session
             self.faults.injected["outage:refuse"] += 1
-        elif mode != "refuse" and self._server is None and self._port is not None:
-            await self._listen(self._port)
+        elif mode != "refuse" and not self._listener.listening and self._listener.started:
+            await self._listener.listen(self._listener.port)
         self.faults.outage = mode
 
     def use_certificate(self, days_left: float | None) -> datetime:
@@ -402,27 +281,18 @@ class SmtpEmulator:
             raise RuntimeError("the SMTP emulator has not been started")
         return self._tls
 
-    async def _listen(self, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_connection, self.settings.host, port)
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    def _new_connection(self) -> asyncio.Protocol:
-        connection: _Connection
+    def _new_connection(self) -> _ExchangeSmtp | _BlackHole:
         if self.faults.outage == "blackhole":
             self.faults.note_blackholed_connection()
-            connection = _BlackHole(self._connections.discard)
-        else:
-            assert self._context is not None
-            connection = _ExchangeSmtp(
-                self._policy,
-                faults=self.faults,
-                replies_sent=self.replies,
-                settings=self.settings,
-                tls_context=self._context,
-                greeted_at=self.state.clock(),
-                on_closed=self._connections.discard,
-                loop=asyncio.get_running_loop(),
-            )
-        self._connections.add(connection)
-        return connection
+            return _BlackHole(self._listener.forget)
+        assert self._context is not None
+        return _ExchangeSmtp(
+            self._policy,
+            faults=self.faults,
+            replies_sent=self.replies,
+            settings=self.settings,
+            tls_context=self._context,
+            greeted_at=self.state.clock(),
+            on_closed=self._listener.forget,
+            loop=asyncio.get_running_loop(),
+        )

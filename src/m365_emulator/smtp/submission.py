@@ -29,6 +29,7 @@ from aiosmtpd.smtp import (
 from m365_emulator.smtp import replies
 from m365_emulator.smtp.delivery import AcceptedMessage, DeliveryAgent
 from m365_emulator.smtp.faults import DATA_END, SmtpFaults
+from m365_emulator.smtp.framing import accept_recipient, accept_sender, ehlo_lines
 from m365_emulator.smtp.ledger import SendingLedger
 from m365_emulator.state import EmulatorState, Mailbox
 
@@ -170,12 +171,7 @@ class SubmissionPolicy:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        peer = session.peer[0] if isinstance(session.peer, tuple) else "unknown"
-        capabilities = [line[4:] for line in responses[1:] if line[4:] != "HELP"]
-        capabilities.append("ENHANCEDSTATUSCODES")
-        lines = [f"{server.hostname} Hello [{peer}]", *capabilities]
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+        return ehlo_lines(server, session, hostname, responses)
 
     async def handle_MAIL(  # noqa: N802
         self,
@@ -195,9 +191,7 @@ class SubmissionPolicy:
             if self._faults.connection_limit_text == "sender_thread":
                 return replies.THREAD_LIMIT
             return replies.CONCURRENT_CONNECTIONS
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return replies.SENDER_OK
+        return accept_sender(envelope, address, mail_options)
 
     async def handle_RCPT(  # noqa: N802
         self,
@@ -212,9 +206,7 @@ class SubmissionPolicy:
             return replies.NOT_AUTHENTICATED
         if len(envelope.rcpt_tos) >= mailbox.recipient_limit_per_message:
             return replies.TOO_MANY_RECIPIENTS
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return replies.RECIPIENT_OK
+        return accept_recipient(envelope, address, rcpt_options)
 
     async def handle_DATA(  # noqa: N802
         self, server: SMTP, session: Session, envelope: Envelope

@@ -27,7 +27,7 @@ from typing import Any
 import aiosmtplib
 import structlog
 
-from m365_emulator.smtp.server import reply_key
+from m365_emulator.smtp.framing import reply_key
 from m365_emulator.state import Clock, EmulatorState
 from m365_emulator.traffic.model import (
     CAMPAIGN_SUBJECTS,
