@@ -49,7 +49,6 @@ def serve_emulator(work_dir: str, conn: Connection) -> None:
 async def _serve_emulator(work_dir: Path, conn: Connection) -> None:
     # the bench's own emulator process; the exporter under test never imports it
     from m365_emulator.service import Emulator
-
     from m365_smtp_exporter.demo import write_demo_config
 
     emulator = Emulator(smtp_port=0, http_port=0, dns_port=0, tls_dir=work_dir / "tls")
@@ -89,7 +88,7 @@ def free_port() -> int:
 
 def get(url: str) -> str | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=2) as response:
             return str(response.read().decode())
     except (urllib.error.URLError, OSError):
         return None
@@ -115,7 +114,7 @@ def run_case(case: str, src: Path, config: Path | None, settle: float) -> dict[s
     else:
         command = ["run", "--config.file", str(config), *listen]
     started = time.perf_counter()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    process = subprocess.Popen(
         [sys.executable, "-m", "m365_smtp_exporter", *command],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -170,7 +169,7 @@ IMPORT_PROBE = (
 
 
 def import_cost(src: Path) -> tuple[float, float, str]:
-    out = subprocess.run(  # noqa: S603 - our own interpreter
+    out = subprocess.run(
         [sys.executable, "-c", IMPORT_PROBE],
         env=dict(os.environ, PYTHONPATH=str(src)),
         capture_output=True,
@@ -230,9 +229,7 @@ def main() -> int:
             f"{variant:>22} {spread(imports[variant]['s'], 2):>18} "
             f"{spread(imports[variant]['mb']):>18}  {heavy[variant]}"
         )
-    print(
-        f"{'':>22} {'healthy after s':>18} {'first probe s':>18} {'RSS MB':>20} {'peak MB':>20}"
-    )
+    print(f"{'':>22} {'healthy after s':>18} {'first probe s':>18} {'RSS MB':>20} {'peak MB':>20}")
     for case in args.cases:
         for variant in variants:
             r = results[(case, variant)]
