@@ -17,8 +17,10 @@ import yaml
 
 from tests.support.smtpd import submission_server
 
-SDK_MODULES = ("msgraph", "msgraph_core", "kiota_http", "kiota_abstractions", "httpx")
-SDK_MODULES += ("azure.identity", "msal")
+SDK_MODULES = (
+    *("msgraph", "msgraph_core", "kiota_http", "kiota_abstractions", "httpx"),
+    *("azure.identity", "msal"),
+)
 
 RUN_EXPORTER = f"""
 import asyncio, json, sys
