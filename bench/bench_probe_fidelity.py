@@ -12,13 +12,15 @@ second (a probe result, a job run, trace rows, a quota refresh: bench/scrape_ser
 change), the GC freeze policy of `serve_forever` runs, and /metrics is scraped. Idle: an
 exporter with the probe only, nothing else running.
 
-For each of `--probes` rounds, one after the other: an exporter probe, a bare session in this
-process (same event loop: the probe path's own cost), a bare session in the other process
-(an idle loop: what an outside client sees). Phases: connect (resolve + TCP + greeting),
-EHLO (both), STARTTLS, MAIL, RCPT, DATA, QUIT; totals include QUIT, as the probe's does.
+For each of `--probes` rounds, one after the other in a random order: an exporter probe, a
+bare session in this process (same event loop: the probe path's own cost), a bare session in
+the other process (an idle loop: what an outside client sees). Phases: connect (resolve, TCP,
+greeting), EHLO (both), STARTTLS, MAIL, RCPT, DATA, QUIT; totals include QUIT, as the
+probe's do.
 Prints median, p90 and max of (reported - bare) per mode, per-phase medians, and the loop lag.
 
     python bench/bench_probe_fidelity.py [--probes 200] [--senders 10000]
+    PYTHONPATH=/path/to/other/checkout/src python bench/bench_probe_fidelity.py  # a baseline
 """
 
 from __future__ import annotations
@@ -203,20 +205,32 @@ async def measure(
         samples: dict[str, list[Timings]] = {"probe": [], "same": [], "clean": []}
         walls: list[float] = []
         failures = 0
-        for index in range(args.warmup + args.probes):
+
+        async def exporter_probe() -> tuple[str, Any]:
             started = time.perf_counter()
             result = await probes.run(probe)
-            wall = time.perf_counter() - started
-            same = await bare_session(port, context, message)
+            return "probe", (result, time.perf_counter() - started)
+
+        async def same_loop() -> tuple[str, Any]:
+            return "same", await bare_session(port, context, message)
+
+        async def other_process() -> tuple[str, Any]:
             clean.send("go")
-            other = await loop.run_in_executor(None, clean.recv)
-            if index < args.warmup:
-                continue
-            failures += not result.success
-            samples["probe"].append(probe_timings(result))
-            samples["same"].append(same)
-            samples["clean"].append(other)
-            walls.append(wall)
+            return "clean", await loop.run_in_executor(None, clean.recv)
+
+        order = random.Random(3)
+        steps = [exporter_probe, same_loop, other_process]
+        for index in range(args.warmup + args.probes):
+            # a random order each round: none of the three always runs first after the pause
+            order.shuffle(steps)
+            taken = dict([await step() for step in steps])
+            if index >= args.warmup:
+                result, wall = taken["probe"]
+                failures += not result.success
+                samples["probe"].append(probe_timings(result))
+                samples["same"].append(taken["same"])
+                samples["clean"].append(taken["clean"])
+                walls.append(wall)
             await asyncio.sleep(args.pause)
     for task in tasks:
         task.cancel()
