@@ -6,7 +6,8 @@ m365_smtp_exporter run` (or `demo`), and measured from outside:
 
 - start: from spawning the process until `/-/healthy` answers;
 - first probe: until `/metrics` carries a probe result;
-- RSS: VmRSS of the process `--settle` seconds after the first probe, and its peak (VmHWM);
+- RSS: VmRSS of the process when it is `--age` seconds old (the first probe done; the same
+  moment for every variant, since the demo's traffic grows it), and its peak (VmHWM);
 - import: a separate `python -c "import m365_smtp_exporter.app"`, its wall time and maxrss.
 
 Cases: one probe without a tenant (Basic auth), one probe with one tenant (XOAUTH2, message
@@ -14,7 +15,7 @@ trace on: the Graph SDK is needed), and the demo (emulator, traffic and exporter
 process). `--baseline SRC` runs the same cases with another checkout's `src` first on
 PYTHONPATH (e.g. main's commit in a `git worktree`), alternating with this checkout.
 
-    python bench/bench_startup.py --baseline /tmp/base/src [--runs 3] [--settle 5]
+    python bench/bench_startup.py --baseline /tmp/base/src [--runs 3] [--age 15]
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def memory_kb(pid: int) -> dict[str, int]:
     return fields
 
 
-def run_case(case: str, src: Path, config: Path | None, settle: float) -> dict[str, float]:
+def run_case(case: str, src: Path, config: Path | None, age: float) -> dict[str, float]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(src))
     listen = ["--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"]
@@ -127,7 +128,7 @@ def run_case(case: str, src: Path, config: Path | None, settle: float) -> dict[s
         alive = alive and _until(process, lambda: _has_probe_result(get(f"{base}/metrics")), 60)
         probed_at = time.perf_counter() - started
         if alive:
-            time.sleep(settle)  # let the first trace pull / delivery work happen
+            time.sleep(max(0.0, started + age - time.perf_counter()))
             memory = memory_kb(process.pid)
     finally:
         process.terminate()
@@ -190,7 +191,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=Path, help="another checkout's src directory")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--age", type=float, default=15.0, help="seconds; RSS taken then")
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=CASES)
     args = parser.parse_args()
     variants = {"after": SRC}
@@ -214,7 +215,7 @@ def main() -> int:
                     imports[variant].setdefault("mb", []).append(maxrss)
                     heavy[variant] = loaded
                     for case in args.cases:
-                        figures = run_case(case, src, configs.get(case), args.settle)
+                        figures = run_case(case, src, configs.get(case), args.age)
                         for key, value in figures.items():
                             results.setdefault((case, variant), {}).setdefault(key, []).append(
                                 value
