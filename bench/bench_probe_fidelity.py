@@ -293,8 +293,13 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=10_000)
     parser.add_argument("--pause", type=float, default=0.05, help="seconds between rounds")
     parser.add_argument("--modes", nargs="*", default=["idle", "load"], choices=["idle", "load"])
+    parser.add_argument(
+        "--switch", type=float, default=None, help="sys.setswitchinterval of the exporter"
+    )
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()}")
+    if args.switch:  # how soon the loop gets the GIL back from a worker thread
+        sys.setswitchinterval(args.switch)
+    print(f"load average before: {os.getloadavg()}; switch interval {sys.getswitchinterval()}")
     with tempfile.TemporaryDirectory() as ca_dir:
         parent, child = multiprocessing.Pipe()
         with process(bench_probe_rate.serve, ca_dir, child):
