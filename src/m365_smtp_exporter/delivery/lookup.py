@@ -14,7 +14,6 @@ than `reserve` slots are left, so a burst of look-ups cannot starve the trace pu
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -86,13 +85,10 @@ class MailboxClient:
         self._gate = BudgetGate(client.budget, reserve_fraction)
 
     def find_request(self, mailbox: str, message_id: str) -> RequestInformation:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.users.item.messages.messages_request_builder import (
-                MessagesRequestBuilder,
-            )
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MessagesRequestBuilder,
+            RequestConfiguration,
+        )
 
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
             filter=f"internetMessageId eq {_odata_string(message_id)}",
@@ -120,13 +116,10 @@ class MailboxClient:
         await self._send(builder.to_delete_request_information())
 
     async def _folder_id(self, mailbox: str, well_known_name: str) -> str:
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (  # noqa: E501
-                MailFolderItemRequestBuilder,
-            )
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MailFolderItemRequestBuilder,
+            RequestConfiguration,
+        )
 
         query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(
             select=["id"]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -96,13 +95,10 @@ class GraphTracePages:
 
     def first_request(self, window: PullWindow, top: int) -> RequestInformation:
         """The first page's request, built by the SDK's request builder."""
-        from kiota_abstractions.base_request_configuration import RequestConfiguration
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from msgraph.generated.admin.exchange.tracing.message_traces.message_traces_request_builder import (  # noqa: E501
-                MessageTracesRequestBuilder,
-            )
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MessageTracesRequestBuilder,
+            RequestConfiguration,
+        )
 
         builder = self._client.service.admin.exchange.tracing.message_traces
         query = MessageTracesRequestBuilder.MessageTracesRequestBuilderGetQueryParameters(
