@@ -5,17 +5,22 @@ An aiosmtpd server with STARTTLS (a trustme CA) runs in another process. This pr
 config, TLS context, message, transcript, result) and (b) with bare aiosmtplib
 (`SMTP(...).sendmail`, one TLS context built once, a fixed message), alternating, `--runs`
 times each. It prints probes per second (wall), CPU per probe and the median duration of
-one probe, median [min-max] over runs. The probe's TLS context comes from the shared cache
-(built once per configuration), as in the exporter.
+one probe (wall around the call; for `run_probe` also the duration it reports, which is what
+the exporter publishes), median [min-max] over runs. The probe's TLS context comes from the
+shared cache (built once per configuration), as in the exporter. `--profile` profiles one
+more round of probes and prints what SSL context building costs per probe (it should be 0:
+one context per TLS configuration) and the functions with the most own time.
 
-    python bench/bench_probe_rate.py [--probes 600] [--concurrency 8] [--runs 3]
+    python bench/bench_probe_rate.py [--probes 600] [--concurrency 8] [--runs 3] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import multiprocessing
+import pstats
 import ssl
 import statistics
 import sys
@@ -94,11 +99,13 @@ async def measure(port: int, ca_file: str, args: argparse.Namespace) -> dict[str
     )
     bare_context = ssl.create_default_context(cafile=ca_file)
     failures = 0
+    reported: list[float] = []
 
     async def probe() -> None:
         nonlocal failures
         result = await run_probe(config)
         failures += not result.success
+        reported.append(result.duration)
 
     async def bare() -> None:
         client = aiosmtplib.SMTP(
@@ -112,12 +119,45 @@ async def measure(port: int, ca_file: str, args: argparse.Namespace) -> dict[str
     results: dict[str, list[float]] = {}
     for _ in range(args.runs):
         for name, send in (("probe", probe), ("bare", bare)):
+            reported.clear()
             wall, cpu, durations = await timed(args.probes, args.concurrency, send)
+            if name == "probe":
+                results.setdefault("probe_reported", []).append(statistics.median(reported))
             results.setdefault(f"{name}_rate", []).append(args.probes / wall)
             results.setdefault(f"{name}_cpu", []).append(cpu / args.probes)
             results.setdefault(f"{name}_duration", []).append(statistics.median(durations))
     results["failures"] = [float(failures)]
+    if args.profile:
+        profile(await profiled(args.probes, args.concurrency, probe), args.probes)
     return results
+
+
+async def profiled(count: int, concurrency: int, send: object) -> cProfile.Profile:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await timed(count, concurrency, send)
+    profiler.disable()
+    return profiler
+
+
+SSL_CONTEXT_WORK = ("load_verify_locations", "create_default_context", "build_ssl_context")
+
+
+def profile(profiler: cProfile.Profile, count: int) -> None:
+    stats = pstats.Stats(profiler)
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, object]]
+    table = stats.stats  # type: ignore[attr-defined]
+    total = sum(own for _, _, own, _, _ in table.values())
+    print(f"\nprofile of {count} more probes: {total / count * 1000:.2f} ms own time per probe")
+    for name in SSL_CONTEXT_WORK:
+        calls = sum(c for (_, _, fn), (c, _, _, _, _) in table.items() if fn.endswith(name))
+        cum = sum(t for (_, _, fn), (_, _, _, t, _) in table.items() if fn.endswith(name))
+        print(f"  {name}: {calls} calls, {cum / count * 1000:.3f} ms per probe")
+    print("  most own time:")
+    top = sorted(table.items(), key=lambda item: item[1][2], reverse=True)[:8]
+    for (path, line, fn), (_, _, own, _, _) in top:
+        where = f"{Path(path).name}:{line}({fn})" if line else fn
+        print(f"    {own / total * 100:5.1f} %  {where}")
 
 
 def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
@@ -130,6 +170,7 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=600)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as ca_dir:
         parent, child = multiprocessing.Pipe()
@@ -145,13 +186,17 @@ def main() -> int:
         f"{args.probes} probes x {args.runs} runs, {args.concurrency} at a time, STARTTLS, "
         "server in another process: median [min-max]"
     )
-    print(f"{'':>18} {'probes/s (wall)':>24} {'CPU ms/probe':>20} {'median duration ms':>22}")
-    for name, label in (("probe", "run_probe"), ("bare", "bare aiosmtplib")):
+    print(f"{'':>24} {'probes/s (wall)':>24} {'CPU ms/probe':>20} {'median duration ms':>22}")
+    for name, label in (("probe", "run_probe, wall"), ("bare", "bare aiosmtplib, wall")):
         print(
-            f"{label:>18} {spread(r[f'{name}_rate']):>24} "
+            f"{label:>24} {spread(r[f'{name}_rate']):>24} "
             f"{spread(r[f'{name}_cpu'], 1000, 2):>20} "
             f"{spread(r[f'{name}_duration'], 1000, 1):>22}"
         )
+    reported = spread(r["probe_reported"], 1000, 1)
+    print(f"{'run_probe, reported':>24} {'':>24} {'':>20} {reported:>22}")
+    gap = [p - b for p, b in zip(r["probe_reported"], r["bare_duration"], strict=True)]
+    print(f"{'reported - bare':>24} {'':>24} {'':>20} {spread(gap, 1000, 2):>22}")
     print(f"probe failures: {int(r['failures'][0])}")
     return 0
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
-
-from azure.core.credentials import AccessToken
-from azure.core.exceptions import AzureError
-from azure.identity.aio import CertificateCredential, ClientSecretCredential
+from typing import TYPE_CHECKING, Protocol
 
 from m365_smtp_exporter.config import TenantConfig
 from m365_smtp_exporter.logs import redact, register_secret
 from m365_smtp_exporter.text_safety import network_text
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken
+    from azure.identity.aio import CertificateCredential, ClientSecretCredential
 
 # Refresh a little before expiry so a token never dies between fetch and use.
 _EXPIRY_MARGIN = 120.0
@@ -53,6 +53,10 @@ class AzureTokenProvider:
     """Client-credentials tokens from Entra ID (or the emulator's token endpoint), cached."""
 
     def __init__(self, tenant: TenantConfig) -> None:
+        # azure-identity (with msal and requests) costs ~0.3 s and ~10 MB to import: only an
+        # exporter with a tenant loads it
+        from azure.identity.aio import CertificateCredential, ClientSecretCredential
+
         # A token endpoint may echo the secret in error_description: every text shown
         # anywhere must be able to remove it, whoever created this provider.
         register_secret(
@@ -90,6 +94,8 @@ class AzureTokenProvider:
         self._lock = asyncio.Lock()
 
     async def get_token(self, scope: str) -> str:
+        from azure.core.exceptions import AzureError
+
         async with self._lock:
             cached = self._cache.get(scope)
             if cached is not None and cached.expires_on - _EXPIRY_MARGIN > time.time():

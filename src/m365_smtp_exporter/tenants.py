@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -25,7 +26,6 @@ from m365_smtp_exporter.auth import TokenProvider
 from m365_smtp_exporter.config import Config, TenantConfig
 from m365_smtp_exporter.events import ProbeFinished, TraceRowsArrived
 from m365_smtp_exporter.exposition import Chunk, Collect, Renderer
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import PullerState, TracePuller
@@ -44,6 +44,9 @@ from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
 from m365_smtp_exporter.quota_text import quota_text
 from m365_smtp_exporter.scheduler import JobSpec
 from m365_smtp_exporter.subsystem import Change, Context, SubsystemError
+
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
+    from m365_smtp_exporter.graph.client import GraphClient
 
 log = structlog.get_logger(__name__)
 DEFAULT_SAVE_INTERVAL = 300.0
@@ -85,6 +88,8 @@ class TenantServices:
         self.graph: GraphClient | None = None
         self.puller: TracePuller | None = None
         if config.has_credentials:
+            from m365_smtp_exporter.graph.client import GraphClient  # the SDK: only when needed
+
             self.tokens = token_provider_factory(config)
             self.graph = GraphClient.for_tenant(name, config, self.tokens)
             if config.trace.enabled and pull_trace:

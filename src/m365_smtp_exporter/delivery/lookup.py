@@ -14,10 +14,9 @@ than `reserve` slots are left, so a burst of look-ups cannot starve the trace pu
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -25,20 +24,13 @@ import orjson
 from m365_smtp_exporter.delivery.auth_results import first_authentication_results
 from m365_smtp_exporter.delivery.checks import Folder
 from m365_smtp_exporter.graph.budget import RequestBudget
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.endpoints import BUDGETED_ENDPOINTS, endpoint_of
 from m365_smtp_exporter.graph.errors import BudgetExhaustedError, MalformedPageError
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kiota_abstractions.base_request_configuration import RequestConfiguration
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
     from kiota_abstractions.request_information import RequestInformation
-    from msgraph.generated.users.item.mail_folders.item.mail_folder_item_request_builder import (
-        MailFolderItemRequestBuilder,
-    )
-    from msgraph.generated.users.item.messages.messages_request_builder import (
-        MessagesRequestBuilder,
-    )
+
+    from m365_smtp_exporter.graph.client import GraphClient
 
 MESSAGE_FIELDS = ("id", "internetMessageId", "receivedDateTime", "parentFolderId")
 HEADERS_FIELD = "internetMessageHeaders"  # needs Mail.Read; carries Authentication-Results
@@ -93,6 +85,11 @@ class MailboxClient:
         self._gate = BudgetGate(client.budget, reserve_fraction)
 
     def find_request(self, mailbox: str, message_id: str) -> RequestInformation:
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MessagesRequestBuilder,
+            RequestConfiguration,
+        )
+
         query = MessagesRequestBuilder.MessagesRequestBuilderGetQueryParameters(
             filter=f"internetMessageId eq {_odata_string(message_id)}",
             select=[*MESSAGE_FIELDS, HEADERS_FIELD],
@@ -119,6 +116,11 @@ class MailboxClient:
         await self._send(builder.to_delete_request_information())
 
     async def _folder_id(self, mailbox: str, well_known_name: str) -> str:
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MailFolderItemRequestBuilder,
+            RequestConfiguration,
+        )
+
         query = MailFolderItemRequestBuilder.MailFolderItemRequestBuilderGetQueryParameters(
             select=["id"]
         )

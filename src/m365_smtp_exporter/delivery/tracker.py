@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 import structlog
 from prometheus_client.core import Metric
@@ -66,14 +66,16 @@ from m365_smtp_exporter.delivery.state_file import (
     StateFileError,
     StateWriter,
 )
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.errors import BudgetExhaustedError, FailureReason, GraphRequestError
 from m365_smtp_exporter.graph.records import TraceRecord
 from m365_smtp_exporter.smtp.result import ProbeResult
 
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
+    from m365_smtp_exporter.graph.client import GraphClient
+
 log = structlog.get_logger(__name__)
 
-ClientSource = Mapping[str, GraphClient] | Callable[[str], GraphClient | None]
+ClientSource: TypeAlias = "Mapping[str, GraphClient] | Callable[[str], GraphClient | None]"
 
 DEFAULT_BUDGET_RESERVE = 0.25  # share of the tenant budget look-ups leave to trace pulls
 DEFAULT_LATE_GRACE = 1.0  # timeouts a lost mail is still looked for

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.endpoints import EndpointKind
 from m365_smtp_exporter.graph.trace import PULL_OUTCOMES, TracePuller
+
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
+    from m365_smtp_exporter.graph.client import GraphClient
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,17 +26,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import structlog
 
 from m365_smtp_exporter.config import TenantConfig, TraceConfig
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.dedup import SeenRows
 from m365_smtp_exporter.graph.errors import (
     FailureReason,
@@ -48,13 +46,10 @@ from m365_smtp_exporter.graph.links import LinkGuard
 from m365_smtp_exporter.graph.records import TracePage, TraceRecord, parse_trace_page
 from m365_smtp_exporter.graph.windows import MAX_WINDOW, PullWindow, plan_windows
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from kiota_abstractions.base_request_configuration import RequestConfiguration
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
     from kiota_abstractions.request_information import RequestInformation
-    from msgraph.generated.admin.exchange.tracing.message_traces.message_traces_request_builder import (  # noqa: E501
-        MessageTracesRequestBuilder,
-    )
+
+    from m365_smtp_exporter.graph.client import GraphClient
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +95,11 @@ class GraphTracePages:
 
     def first_request(self, window: PullWindow, top: int) -> RequestInformation:
         """The first page's request, built by the SDK's request builder."""
+        from m365_smtp_exporter.graph.sdk_builders import (
+            MessageTracesRequestBuilder,
+            RequestConfiguration,
+        )
+
         builder = self._client.service.admin.exchange.tracing.message_traces
         query = MessageTracesRequestBuilder.MessageTracesRequestBuilderGetQueryParameters(
             filter=window.filter(), top=top
@@ -122,7 +122,7 @@ class GraphTracePages:
     async def next_page(self, link: str) -> TracePage:
         if self._links is None:
             raise ForeignRequestError("nextLink without a first page")
-        return await self.page(GraphClient.request_for_url(self._links.check(link)))
+        return await self.page(self._client.request_for_url(self._links.check(link)))
 
     async def resume_page(self, window: PullWindow, top: int, link: str) -> TracePage:
         # A resumed pull is a new pull: its own page cap, checked against where the

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
 from m365_smtp_exporter.config import TenantConfig
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.health.metrics import collect_health
 from m365_smtp_exporter.health.monitor import ServiceHealthMonitor
+
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
+    from m365_smtp_exporter.graph.client import GraphClient
 
 __all__ = ["ServiceHealth", "ServiceHealthMonitor"]
 

@@ -13,13 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
 
 from m365_smtp_exporter.config import ServiceHealthConfig
-from m365_smtp_exporter.graph.client import GraphClient
 from m365_smtp_exporter.graph.errors import GraphRequestError
 from m365_smtp_exporter.health.model import (
     EXCHANGE_ONLINE,
@@ -29,6 +28,9 @@ from m365_smtp_exporter.health.model import (
     overview_status,
     parse_page,
 )
+
+if TYPE_CHECKING:  # the Graph SDK loads with the first tenant's client, not at start
+    from m365_smtp_exporter.graph.client import GraphClient
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +105,7 @@ class ServiceHealthMonitor:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One answer, counted by outcome: success, malformed, or the Graph failure reason."""
         try:
-            page = parse_page(await client.get_bytes(GraphClient.request_for_url(url)))
+            page = parse_page(await client.get_bytes(client.request_for_url(url)))
         except GraphRequestError as exc:
             self.requests[(endpoint, exc.reason.value)] += 1
             raise

@@ -18,7 +18,6 @@ from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.probes.base import SMTP_SCOPE, ProbeContext, Prober
 from m365_smtp_exporter.probes.basic_auth import probe_basic_auth
 from m365_smtp_exporter.probes.direct_send import probe_direct_send
-from m365_smtp_exporter.probes.graph_sendmail import probe_graph_sendmail
 from m365_smtp_exporter.probes.hve import probe_hve
 from m365_smtp_exporter.probes.smtp import probe_smtp
 from m365_smtp_exporter.smtp.result import ProbeResult
@@ -27,6 +26,15 @@ if TYPE_CHECKING:
     from m365_smtp_exporter.graph.client import GraphClient
 
 __all__ = ["PROBERS", "SMTP_SCOPE", "ProbeContext", "run_probe"]
+
+
+async def probe_graph_sendmail(config: ProbeConfig, context: ProbeContext) -> ProbeResult:
+    """Kind `graph_sendmail`, imported on its first run: it needs httpx, kiota and msgraph,
+    which an exporter without such a probe (or without a tenant) never loads."""
+    from m365_smtp_exporter.probes import graph_sendmail
+
+    return await graph_sendmail.probe_graph_sendmail(config, context)
+
 
 PROBERS: dict[str, Prober] = {
     "smtp": probe_smtp,

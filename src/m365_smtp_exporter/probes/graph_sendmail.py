@@ -87,6 +87,7 @@ async def probe_graph_sendmail(config: ProbeConfig, context: ProbeContext) -> Pr
             info.headers.try_add("Accept", "application/json")
             info.content = sendmail_body(config, message_id=message_id, token=token, now=started_at)
             info.add_request_options([RetryHandlerOption(delay=0.0, max_retries=0)])
+            clock = Stopwatch(context.monotonic, Phase.DATA)  # times the request, not its making
             async with asyncio.timeout(config.timeout):
                 await client.adapter.send_no_response_content_async(info, _ERROR_MAPPING)
             result.success = True

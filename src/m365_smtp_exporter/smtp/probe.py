@@ -5,9 +5,13 @@ injection defence) directly instead of the `SMTP` client, so that connecting, th
 greeting, the TLS handshake and each command are timed separately.
 
 Phase times add up to `duration`: the stopwatch charges every moment to the phase that
-was running, so work a phase needs beforehand counts towards it (building the TLS context
-towards `starttls`, fetching the OAuth2 token towards `auth`). With `tls: implicit` the
+was running (fetching the OAuth2 token counts towards `auth`). With `tls: implicit` the
 `starttls` phase is the handshake right after connecting, before the greeting.
+
+The clock times the network, not the prober: the message and the TLS context are ready
+before it starts, an IP address is used without a resolver thread, and the transcript and
+the certificate are rendered and parsed after it stops. So a probe reports what a bare
+SMTP client would see.
 
 `run_probe` never raises except `CancelledError`: a failure is a `ProbeResult` with
 `failed_phase`, `reason` and a human `detail`. Every reply outside 2xx/3xx is kept in
@@ -18,6 +22,8 @@ answered by a HELO fallback, a failing QUIT after the message was accepted).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import secrets
 import socket
@@ -38,10 +44,12 @@ from m365_smtp_exporter.smtp.message import build_probe_message, data_payload
 from m365_smtp_exporter.smtp.replies import classify, parse_reply
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason, RejectedReply
 from m365_smtp_exporter.smtp.tls import (
+    RawTls,
+    facts_of,
     handshake_failure,
+    raw_tls,
     server_hostname,
     shared_ssl_context,
-    tls_facts,
 )
 from m365_smtp_exporter.smtp.transcript import REDACTED, Transcript
 
@@ -130,6 +138,11 @@ class _Stopwatch:
     def stop(self) -> float:
         return self._settle() - self.start
 
+    def restart(self) -> None:
+        """Start again from now, with nothing charged yet (after the preparations)."""
+        self.start = self._mark = self._now()
+        self.phases = {}
+
     def elapsed(self) -> float:
         return self._now() - self.start
 
@@ -161,7 +174,7 @@ class _ProbeRun:
 
         started_at = wall_clock()
         token = secrets.token_hex(16)
-        self.message = b""  # built inside the transaction: a probe always reports
+        self.message = b""  # built inside the run: a probe always reports
         self.result = ProbeResult(
             probe=config.name,
             target=config.target,
@@ -177,6 +190,7 @@ class _ProbeRun:
         self.extensions: dict[str, str] = {}
         self.auth_methods: list[str] = []
         self.encrypted = False
+        self.tls: RawTls | None = None  # parsed into `result.tls` after the clock stops
         self.conversation_intact = True  # False once a reply may have been missed
         self.server_closing = False  # after a 421 the server hangs up by itself
         self.quit_answered = False
@@ -186,6 +200,8 @@ class _ProbeRun:
     async def execute(self) -> None:
         try:
             async with asyncio.timeout_at(self.deadline):
+                await self._prepare()
+                self.clock.restart()  # from here on, only the network is timed
                 await self._transaction()
         except Exception as exc:  # a probe reports failures; it never raises them
             self._record_failure(exc)
@@ -211,13 +227,23 @@ class _ProbeRun:
         self.result.duration = self.clock.stop()
         self.result.phases = dict(self.clock.phases)
         self.result.transcript = self.transcript.lines
+        if self.tls is not None:
+            self.result.tls = facts_of(self.tls)
         return self.result
 
-    async def _transaction(self) -> None:
+    async def _prepare(self) -> None:
+        """What the probe needs besides the network, before its clock starts."""
         if self.config.mode == "send":  # a session sends no mail: it has no Message-ID
             self.message, self.result.message_id = build_probe_message(
                 self.config, now=self.result.started_at, token=self.result.probe_token
             )
+        if self.config.tls != "none":
+            # the shared context (built once per TLS configuration); an unusable CA file
+            # is reported by the phase that needs the context
+            with contextlib.suppress(_ProbeError):
+                await self._context()
+
+    async def _transaction(self) -> None:
         addresses = await self._resolve()
         await self._connect(addresses)
         await self._banner()
@@ -239,6 +265,9 @@ class _ProbeRun:
     async def _resolve(self) -> list[tuple[int, int, int, tuple[object, ...]]]:
         self.clock.enter(Phase.RESOLVE)
         host, port = self.config.host, self.config.port
+        literal = _ip_literal(host, port)
+        if literal is not None:  # as asyncio does: no resolver thread for an address
+            return [literal]
         try:
             infos = await self.loop.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
@@ -499,9 +528,9 @@ class _ProbeRun:
     def _tls_established(self) -> None:
         transport = self._smtp.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-        self.result.tls = tls_facts(ssl_object)
+        self.tls = raw_tls(ssl_object)
         self.encrypted = True
-        version = self.result.tls.version if self.result.tls else "TLS"
+        version = self.tls.version if self.tls else "TLS"
         self.transcript.note(f"TLS established ({version}): what follows is encrypted")
 
     async def _command(self, *args: bytes, shown: str | None = None) -> SMTPResponse:
@@ -570,6 +599,19 @@ class _ProbeRun:
             and self.conversation_intact
             and not self.server_closing
         )
+
+
+def _ip_literal(host: str, port: int) -> tuple[int, int, int, tuple[object, ...]] | None:
+    """The address info of an IPv4/IPv6 literal (None for a name or a scoped address)."""
+    if "%" in host:
+        return None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 4:
+        return socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port)
+    return socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port, 0, 0)
 
 
 def _why(exc: BaseException) -> str:

@@ -103,16 +103,36 @@ def server_hostname(config: ProbeConfig) -> str:
     return config.server_name or config.host
 
 
-def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | None:
-    """Version, cipher and certificate expiry of an established TLS session.
+class RawTls(NamedTuple):
+    """What an established session says, read cheaply while the probe is timed; the
+    certificate is parsed later (`facts_of`)."""
 
-    The certificate is read in binary form and parsed here because `getpeercert()`
-    returns an empty dict when verification is off.
-    """
+    version: str
+    cipher: str
+    certificate: bytes | None  # DER
+
+
+def raw_tls(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> RawTls | None:
     if ssl_object is None:
         return None
     cipher = ssl_object.cipher()
-    der = ssl_object.getpeercert(binary_form=True)
+    return RawTls(
+        ssl_object.version() or "",
+        cipher[0] if cipher else "",
+        ssl_object.getpeercert(binary_form=True),
+    )
+
+
+def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | None:
+    """Version, cipher and certificate expiry of an established TLS session."""
+    raw = raw_tls(ssl_object)
+    return None if raw is None else facts_of(raw)
+
+
+def facts_of(raw: RawTls) -> TlsFacts:
+    """The session's facts with the certificate parsed. It is read in binary form because
+    `getpeercert()` returns an empty dict when verification is off."""
+    der = raw.certificate
     not_after = None
     subject = issuer = ""
     if der:
@@ -121,8 +141,8 @@ def tls_facts(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> TlsFacts | No
         subject = certificate_name(certificate.subject)
         issuer = certificate_name(certificate.issuer)
     return TlsFacts(
-        version=ssl_object.version() or "",
-        cipher=cipher[0] if cipher else "",
+        version=raw.version,
+        cipher=raw.cipher,
         cert_not_after=not_after,
         cert_subject=subject,
         cert_issuer=issuer,
