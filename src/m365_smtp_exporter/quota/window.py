@@ -163,6 +163,12 @@ class BucketCounter:
         index = bisect_left(entries, first_bucket << _COUNT_BITS)
         return sum(word & _COUNT_MASK for word in entries[index:])
 
+    def first_bucket(self, since: int = 0) -> int | None:
+        """The oldest bucket held from `since` on (None when there is none)."""
+        entries = self._entries
+        index = bisect_left(entries, since << _COUNT_BITS) if since > 0 else 0
+        return entries[index] >> _COUNT_BITS if index < len(entries) else None
+
     def buckets(self, first_bucket: int = 0) -> Iterator[tuple[int, int]]:
         """(bucket, count) pairs from `first_bucket` on, oldest first."""
         entries = self._entries
