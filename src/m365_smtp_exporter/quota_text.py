@@ -15,7 +15,7 @@ from typing import Protocol, cast
 
 from prometheus_client.utils import floatToGoString
 
-from m365_smtp_exporter.quota.cardinality import SenderSelection, hash_sender
+from m365_smtp_exporter.quota.cardinality import Group, SenderSelection, hash_sender
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.metrics import ENFORCED_FAMILY, FAMILIES, PROBE_FAMILY
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
@@ -25,7 +25,7 @@ class QuotaSource(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def figures(self) -> Sequence[QuotaFigure]: ...
+    def series(self) -> Sequence[Group]: ...
     @property
     def selection(self) -> SenderSelection: ...
     @property
@@ -46,16 +46,17 @@ def _head(name: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} gauge\n"
 
 
-# Each figure's five lines from the previous render, per tenant label: the engine keeps a
-# sender's figure objects while its usage does not change, so a render only formats what
-# changed. Keyed by id(); the entry holds the figure, so the id cannot be reused while it
-# is cached. Each render keeps only the figures it wrote, which bounds the cache. Two renders
-# at once (two formats, two threads) only cost each other a miss.
-_Lines = tuple[str, str, str, str, str]
-_cache: dict[str, dict[int, tuple[QuotaFigure, _Lines]]] = {}
+# Each sender's lines from the previous render, per tenant label: the engine keeps a sender's
+# figure tuple while its usage does not change, so a render only formats what changed and
+# joins one piece per sender and family (not one per line). Keyed by id(); the entry holds
+# the group, so the id cannot be reused while it is cached. Each render keeps only the
+# groups it wrote, which bounds the cache. Two renders at once (two formats, two threads)
+# only cost each other a miss.
+_Pieces = tuple[bytes, bytes, bytes, bytes, bytes]  # one per family of FAMILIES
+_cache: dict[str, dict[int, tuple[Group, _Pieces]]] = {}
 
 
-def _figure_lines(figure: QuotaFigure, tenant_label: str) -> _Lines:
+def _figure_lines(figure: QuotaFigure, tenant_label: str) -> tuple[str, str, str, str, str]:
     labels = (  # label names in sorted order, as prometheus_client writes them
         f'{{limit="{_escape(figure.limit_name.value)}",'
         f'sender="{_escape(figure.sender)}",tenant="{tenant_label}"}} '
@@ -69,12 +70,18 @@ def _figure_lines(figure: QuotaFigure, tenant_label: str) -> _Lines:
     )
 
 
+def _group_pieces(group: Group, tenant_label: str) -> _Pieces:
+    lines = [_figure_lines(figure, tenant_label) for figure in group]
+    used, limit, ratio, remaining, recovery = (
+        ("".join(column).encode() for column in zip(*lines, strict=True))
+        if lines
+        else (b"", b"", b"", b"", b"")
+    )
+    return used, limit, ratio, remaining, recovery
+
+
 def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
-    used: list[str] = []
-    limit: list[str] = []
-    ratio: list[str] = []
-    remaining: list[str] = []
-    recovery: list[str] = []
+    families: tuple[list[bytes], ...] = ([], [], [], [], [])
     probe: list[str] = []
     enforced: list[str] = []
     for tenant in tenants:
@@ -85,21 +92,15 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
                 f'tenant="{tenant_label}"}} {go(1.0 if on else 0.0)}\n'
             )
         previous = _cache.get(tenant_label, {})
-        kept: dict[int, tuple[QuotaFigure, _Lines]] = {}
-        written: list[_Lines] = []
-        for figure in tenant.figures:
-            entry = previous.get(id(figure))
+        kept: dict[int, tuple[Group, _Pieces]] = {}
+        for group in tenant.series:
+            entry = previous.get(id(group))
             if entry is None:
-                entry = (figure, _figure_lines(figure, tenant_label))
-            kept[id(figure)] = entry
-            written.append(entry[1])
+                entry = (group, _group_pieces(group, tenant_label))
+            kept[id(group)] = entry
+            for family, piece in zip(families, entry[1], strict=True):
+                family.append(piece)
         _cache[tenant_label] = kept
-        if written:  # one column of lines per family
-            columns = zip(*written, strict=True)
-            for family, column in zip(
-                (used, limit, ratio, remaining, recovery), columns, strict=True
-            ):
-                family.extend(column)
         selection = tenant.selection
         for sender, count in sorted(tenant.probe_recipients.items()):
             label = hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender
@@ -107,12 +108,11 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
                 f'm365_quota_probe_recipients{{sender="{_escape(label)}",'
                 f'tenant="{tenant_label}"}} {go(float(count))}\n'
             )
-    parts: list[str] = []
-    for (name, help_text), lines in zip(
-        (*FAMILIES, PROBE_FAMILY, ENFORCED_FAMILY),
-        (used, limit, ratio, remaining, recovery, probe, enforced),
-        strict=True,
-    ):
-        parts.append(_head(name, help_text))
-        parts.extend(lines)
-    return "".join(parts).encode()
+    parts: list[bytes] = []
+    for (name, help_text), pieces in zip(FAMILIES, families, strict=True):
+        parts.append(_head(name, help_text).encode())
+        parts.extend(pieces)
+    tails = ((PROBE_FAMILY, probe), (ENFORCED_FAMILY, enforced))
+    for (name, help_text), lines in tails:
+        parts.append((_head(name, help_text) + "".join(lines)).encode())
+    return b"".join(parts)

@@ -30,7 +30,7 @@ from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import TracePuller
 from m365_smtp_exporter.quota import state_file
-from m365_smtp_exporter.quota.cardinality import SenderSelection
+from m365_smtp_exporter.quota.cardinality import Group, SenderSelection
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.metrics import (
     excluded_rows_metrics,
@@ -38,7 +38,6 @@ from m365_smtp_exporter.quota.metrics import (
     state_rejected_metrics,
 )
 from m365_smtp_exporter.quota.rows import RowFields
-from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
 from m365_smtp_exporter.quota_text import quota_text
 from m365_smtp_exporter.scheduler import JobSpec
@@ -225,7 +224,7 @@ class _QuotaView:
     can render this while the loop goes on."""
 
     name: str
-    figures: tuple[QuotaFigure, ...]
+    series: tuple[Group, ...]
     selection: SenderSelection
     probe_recipients: Mapping[str, int]
     limit_enforced: Mapping[LimitName, bool]
@@ -263,7 +262,7 @@ class TenantsSubsystem:
 
     def _quota_snapshot(self) -> Renderer:
         views = [
-            _QuotaView(q.name, q.figures, q.selection, q.probe_recipients, q.limit_enforced)
+            _QuotaView(q.name, q.series, q.selection, q.probe_recipients, q.limit_enforced)
             for q in (s.quota for s in self.services.values())
         ]
         return lambda _fmt: quota_text(views)
