@@ -138,6 +138,7 @@ class SeriesSelector:
         self._labels: dict[str, str] | None = None
         self._relabeled: dict[str, tuple[Group, Group]] = {}
         self.groups: tuple[Group, ...] = ()
+        self.rebuilds = 0  # selections taken from scratch (tests, benchmarks)
 
     def update(self, snapshot: QuotaSnapshot, selection: SenderSelection) -> tuple[Group, ...]:
         """The groups to export for `snapshot` (also kept as `groups`)."""
@@ -156,6 +157,7 @@ class SeriesSelector:
         return self.groups
 
     def _rebuild(self, snapshot: QuotaSnapshot, selection: SenderSelection) -> None:
+        self.rebuilds += 1
         self._selection = selection
         configured = selection.configured
         self._key = {
