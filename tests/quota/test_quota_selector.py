@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from m365_smtp_exporter.quota import (
+    LimitName,
     QuotaEngine,
+    QuotaFigure,
     QuotaLimits,
     QuotaRow,
+    QuotaSnapshot,
     SenderSelection,
+    hash_sender,
     select_series,
 )
 from m365_smtp_exporter.quota.cardinality import SeriesSelector
@@ -116,3 +121,43 @@ def test_a_new_selection_or_a_missed_snapshot_is_taken_from_scratch(
         selection = SenderSelection(top_n=top_ns[number % len(top_ns)])
         groups = selector.update(snapshot, selection)
         assert tuple(f for group in groups for f in group) == select_series(snapshot, selection)
+
+
+def test_labels_lengthen_and_shorten_as_a_colliding_sender_comes_and_goes() -> None:
+    seen: dict[str, str] = {}
+    for i in itertools.count():
+        address = f"u{i}@contoso.com"
+        prefix = hash_sender(address, "s")
+        if prefix in seen:
+            first, second = seen[prefix], address
+            break
+        seen[prefix] = address
+    limits = QuotaLimits(internal_domains=OURS)
+
+    def figures(sender: str, used: int) -> tuple[QuotaFigure, ...]:
+        return (QuotaFigure(sender, LimitName.RECIPIENTS_PER_DAY, used, 10_000, 0.0),)
+
+    tenant = (QuotaFigure("", LimitName.EXTERNAL_RECIPIENTS_PER_DAY, 3, 100, 0.0),)
+    steps = [
+        ({first: figures(first, 1), "x@contoso.com": figures("x@contoso.com", 2)}, None),
+        ({first: figures(first, 1), second: figures(second, 2)}, {second, "x@contoso.com"}),
+        ({first: figures(first, 1)}, {second}),
+    ]
+    selection = SenderSelection(top_n=5, hash_senders=True, hash_salt="s")
+    selector = SeriesSelector(selection)
+    lengths = []
+    for generation, (senders, changed) in enumerate(steps, 1):
+        snapshot = QuotaSnapshot(
+            0.0,
+            limits,
+            senders,
+            tenant,
+            generation=generation,
+            delta_base=generation - 1,
+            changed=None if changed is None else frozenset(changed),
+        )
+        groups = selector.update(snapshot, selection)
+        assert tuple(f for group in groups for f in group) == select_series(snapshot, selection)
+        lengths.append({len(group[0].sender) for group in groups[:-1]})
+    assert lengths == [{10}, {18}, {10}]  # "h:" and 8, then 16 hex digits, then 8 again
+    assert selector.rebuilds == 1

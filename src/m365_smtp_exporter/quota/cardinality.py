@@ -58,12 +58,21 @@ def hash_sender(address: str, salt: str, hex_digits: int = _HASH_LENGTHS[0]) -> 
     return HASH_PREFIX + digest[:hex_digits]
 
 
-def _labels(senders: Iterable[str], selection: SenderSelection) -> dict[str, str]:
+def _labels(
+    senders: Iterable[str], selection: SenderSelection, shortest: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Each sender's label; `shortest` caches the shortest hashes between calls."""
     senders = list(senders)
     if not selection.hash_senders:
         return {s: s for s in senders}
     for digits in _HASH_LENGTHS:
-        labels = {s: hash_sender(s, selection.hash_salt, digits) for s in senders}
+        if digits == _HASH_LENGTHS[0] and shortest is not None:
+            for s in senders:
+                if s not in shortest:
+                    shortest[s] = hash_sender(s, selection.hash_salt, digits)
+            labels = {s: shortest[s] for s in senders}
+        else:
+            labels = {s: hash_sender(s, selection.hash_salt, digits) for s in senders}
         if len(set(labels.values())) == len(labels):
             return labels
     raise AssertionError("unreachable: SHA-256 digests of distinct inputs collide")
@@ -135,8 +144,11 @@ class SeriesSelector:
         self._used: dict[LimitName, int] = {}
         self._limit: dict[LimitName, int] = {}
         self._recovering: dict[str, Group] = {}  # summed senders with a recovery running
-        self._labels: dict[str, str] | None = None
+        self._labels: dict[str, str] = {}
+        self._shortest: dict[str, str] = {}  # sender -> its shortest hash label
         self._relabeled: dict[str, tuple[Group, Group]] = {}
+        self._kept_groups: list[Group] = []  # the kept senders' groups, in `_kept` order
+        self._membership_changed = False
         self.groups: tuple[Group, ...] = ()
         self.rebuilds = 0  # selections taken from scratch (tests, benchmarks)
 
@@ -170,8 +182,28 @@ class SeriesSelector:
         self._used, self._limit, self._recovering = {}, {}, {}
         for _, sender in self._order[selection.top_n :]:
             self._add_other(sender, snapshot.senders[sender], 1)
-        self._labels = None
+        self._shortest = {}
+        self._relabel_all(snapshot)
+
+    def _relabel_all(self, snapshot: QuotaSnapshot) -> None:
+        """Labels of every sender shown, and the kept senders' groups under them."""
+        configured = sorted(self._selection.configured)
+        self._labels = _labels([*configured, *self._kept], self._selection, self._shortest)
         self._relabeled = {}
+        self._kept_groups = [self._group(s, snapshot.senders[s]) for s in self._kept]
+
+    def _group(self, sender: str, figures: Group) -> Group:
+        label = self._labels.get(sender)
+        if label is None:  # newly shown: its shortest hash, checked for clashes in `_apply`
+            label = self._labels[sender] = _labels([sender], self._selection, self._shortest)[
+                sender
+            ]
+        if label == sender:
+            return figures
+        cached = self._relabeled.get(sender)
+        if cached is None or cached[0] != figures:
+            cached = self._relabeled[sender] = (figures, _relabel(figures, label))
+        return cached[1]
 
     def _add_other(self, sender: str, figures: Group, sign: int) -> None:
         used, limit = self._used, self._limit
@@ -183,21 +215,26 @@ class SeriesSelector:
         elif sign < 0:
             self._recovering.pop(sender, None)
 
-    def _keep(self, sender: str) -> None:
+    def _keep(self, sender: str, figures: Group) -> None:
+        index = self._kept.bisect_left(sender)
         self._kept.add(sender)
         self._kept_set.add(sender)
-        self._labels = None
+        self._kept_groups.insert(index, self._group(sender, figures))
+        self._membership_changed = True
 
     def _drop(self, sender: str) -> None:
-        self._kept.remove(sender)
+        index = self._kept.index(sender)
+        del self._kept[index]
+        del self._kept_groups[index]
         self._kept_set.discard(sender)
-        self._labels = None
+        self._membership_changed = True
 
     def _apply(self, snapshot: QuotaSnapshot, changed: Iterable[str]) -> None:
         top_n, configured = self._selection.top_n, self._selection.configured
         order, key, old_figures = self._order, self._key, self._figures
         changed = set(changed)
         moved: set[str] = set()  # changed senders still present: placed below
+        self._membership_changed = False
         for sender in changed:
             if sender in configured:
                 continue
@@ -223,37 +260,33 @@ class SeriesSelector:
             self._place(sender, order.bisect_left(key[sender]) < top_n, snapshot, new=True)
         if len(order) <= top_n:  # nothing summed: start the sums afresh (exact zeros)
             self._used, self._limit, self._recovering = {}, {}, {}
+        if self._selection.hash_senders and self._membership_changed:
+            # a hash prefix shared by two shown senders lengthens every label (see _labels)
+            shown = [*sorted(configured), *self._kept]
+            labels = _labels(shown, self._selection, self._shortest)
+            if any(labels[s] != label for s, label in self._labels.items() if s in labels):
+                self._relabel_all(snapshot)
+            self._labels = labels
 
     def _place(self, sender: str, keep: bool, snapshot: QuotaSnapshot, new: bool = False) -> None:
         kept = sender in self._kept_set
+        figures = snapshot.senders[sender]
         if new:
             if keep:
-                self._keep(sender)
+                self._keep(sender, figures)
             else:
-                self._add_other(sender, snapshot.senders[sender], 1)
+                self._add_other(sender, figures, 1)
         elif keep and not kept:
-            self._add_other(sender, snapshot.senders[sender], -1)
-            self._keep(sender)
+            self._add_other(sender, figures, -1)
+            self._keep(sender, figures)
         elif kept and not keep:
             self._drop(sender)
-            self._add_other(sender, snapshot.senders[sender], 1)
+            self._add_other(sender, figures, 1)
 
     def _output(self, snapshot: QuotaSnapshot) -> tuple[Group, ...]:
         selection = self._selection
-        senders = [*sorted(selection.configured), *self._kept]
-        if self._labels is None:
-            self._labels = _labels(senders, selection)
-        groups: list[Group] = []
-        relabeled = self._relabeled
-        for sender in senders:
-            figures = snapshot.figures_for(sender)
-            label = self._labels[sender]
-            if label != sender:
-                cached = relabeled.get(sender)
-                if cached is None or cached[0] != figures:
-                    cached = relabeled[sender] = (figures, _relabel(figures, label))
-                figures = cached[1]
-            groups.append(figures)
+        groups = [self._group(s, snapshot.figures_for(s)) for s in sorted(selection.configured)]
+        groups += self._kept_groups
         if len(self._order) > selection.top_n:
             recovery: dict[LimitName, float] = dict.fromkeys(self._used, 0.0)
             for figures in self._recovering.values():
