@@ -75,8 +75,9 @@ class TenantServices:
         self._trace_sinks = list(trace_sinks)
         self.quota = TenantQuota(name, config, probe_senders, clock)
         # The quota engine is touched by one party at a time: trace rows (during a pull) and
-        # the snapshot, which runs in a worker thread (0.1 s at 10,000 senders, seconds at
-        # 100,000). Probe sends that arrive meanwhile wait in `_held_sends`.
+        # the refresh, which runs in a worker thread (a few ms: it touches only the senders
+        # that changed or are due, see quota/engine.py; the first one reads every sender).
+        # Probe sends that arrive meanwhile wait in `_held_sends`.
         self._quota_lock = asyncio.Lock()
         self._held_sends: list[tuple[str, str, list[str], float]] = []
         self.tokens: TokenProvider | None = None

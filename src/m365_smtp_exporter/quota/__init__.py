@@ -2,12 +2,13 @@
 
 `QuotaEngine` counts rows into minute buckets per sender and for the tenant,
 `QuotaEngine.snapshot` turns them into `QuotaFigure`s, and `select_series` bounds the
-`sender` label for export. The counting rules are documented in engine.py and window.py.
+`sender` label for export (`SeriesSelector` keeps that selection up to date by delta). The counting rules are documented in engine.py and window.py.
 """
 
 from m365_smtp_exporter.quota.cardinality import (
     OTHER_SENDER,
     SenderSelection,
+    SeriesSelector,
     hash_sender,
     select_series,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "direction_of",
     "hash_sender",
     "row_from_graph",
+    "SeriesSelector",
     "select_series",
     "terrl_limit",
 ]
