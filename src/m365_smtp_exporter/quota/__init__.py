@@ -2,7 +2,8 @@
 
 `QuotaEngine` counts rows into minute buckets per sender and for the tenant,
 `QuotaEngine.snapshot` turns them into `QuotaFigure`s, and `select_series` bounds the
-`sender` label for export (`SeriesSelector` keeps that selection up to date by delta). The counting rules are documented in engine.py and window.py.
+`sender` label for export (`SeriesSelector` keeps that selection up to date by delta).
+The counting rules are documented in engine.py and window.py.
 """
 
 from m365_smtp_exporter.quota.cardinality import (
@@ -43,10 +44,10 @@ __all__ = [
     "QuotaSnapshot",
     "RowFields",
     "SenderSelection",
+    "SeriesSelector",
     "direction_of",
     "hash_sender",
     "row_from_graph",
-    "SeriesSelector",
     "select_series",
     "terrl_limit",
 ]
