@@ -53,9 +53,7 @@ async def client(url: str, duration: float) -> dict[str, list[float]]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         while loop.time() < end:
             for encoding in ("gzip", "plain"):
-                headers = {
-                    "Accept-Encoding": "gzip" if encoding == "gzip" else "identity"
-                }
+                headers = {"Accept-Encoding": "gzip" if encoding == "gzip" else "identity"}
                 started = time.perf_counter()
                 try:
                     async with session.get(url, headers=headers) as response:
@@ -95,9 +93,7 @@ def run_case(
     """One exporter process (the code under `source` when given) and one scraper process."""
     env = dict(os.environ)
     if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep
-        )
+        env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -136,9 +132,7 @@ def run_case(
         if server.poll() is None:
             server.kill()
             server.wait()
-    label = (
-        ("before:" if source is not None else "") + mode + ("+frz" if freeze else "")
-    )
+    label = ("before:" if source is not None else "") + mode + ("+frz" if freeze else "")
     return Case(senders, label, ready["bytes"] / 1024, lag, json.loads(scraper.stdout))
 
 
@@ -155,9 +149,7 @@ def row(case: Case) -> bool:
     cells = []
     for encoding in ("gzip", "plain"):
         t = case.scrapes[encoding]
-        cells.append(
-            f"{statistics.median(t):6.1f}/{quantile(t, 0.99):6.1f}/{max(t):7.1f}"
-        )
+        cells.append(f"{statistics.median(t):6.1f}/{quantile(t, 0.99):6.1f}/{max(t):7.1f}")
     lag = case.lag
     print(
         f"{case.senders:>8} {case.mode:<14} {case.exposition_kib:>6.0f} | "
@@ -171,9 +163,7 @@ def row(case: Case) -> bool:
     target = TARGETS.get(case.senders)
     ok = target is None or lag["lag_max_ms"] < target
     if case.senders <= 10_000:
-        ok = ok and all(
-            quantile(case.scrapes[e], 0.99) < SCRAPE_P99_MS for e in case.scrapes
-        )
+        ok = ok and all(quantile(case.scrapes[e], 0.99) < SCRAPE_P99_MS for e in case.scrapes)
     return ok
 
 
@@ -202,9 +192,7 @@ def summary(cases: list[Case]) -> None:
         cells = []
         for name in names:
             values = [row[name] for row in rows]
-            cells.append(
-                f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]"
-            )
+            cells.append(f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]")
         print(f"{senders:>8} {mode:<22}" + "".join(f" {cell:>20}" for cell in cells))
 
 
@@ -213,22 +201,16 @@ def main() -> int:
     parser.add_argument("--client")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--senders", type=int, default=10_000)
-    parser.add_argument(
-        "--large", type=int, default=100_000, help="0: skip the large case"
-    )
+    parser.add_argument("--large", type=int, default=100_000, help="0: skip the large case")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--before", help="src directory of the version to compare with")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
-        "--freeze-only", action="store_true", help="only the +frz cases"
-    )
+    parser.add_argument("--freeze-only", action="store_true", help="only the +frz cases")
     args = parser.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client(args.client, args.duration))))
         return 0
-    plan = (
-        [] if args.no_baseline or args.before else [(args.senders, "baseline", False)]
-    )
+    plan = [] if args.no_baseline or args.before else [(args.senders, "baseline", False)]
     # "+frz": the held senders frozen out of full garbage collections (gc.freeze after the
     # fill), to show how much of the lag is the collector walking the quota engine's objects
     freezes = [True] if args.freeze_only else [False, True]
