@@ -51,6 +51,7 @@ from m365_smtp_exporter.quota.rows import (
     normalize_address,
     normalize_message_id,
 )
+from m365_smtp_exporter.quota.shards import ShardedMap
 from m365_smtp_exporter.quota.snapshot import (
     TENANT_SENDER,
     IngestStats,
@@ -153,8 +154,8 @@ class QuotaEngine:
         # the last snapshot's figures, and what tells which of them to recompute at the
         # next one: the senders counted since, those with a running recovery and when each
         # other sender's buckets start leaving their windows (see `snapshot`)
-        self._figures: dict[str, tuple[QuotaFigure, ...]] = {}
-        self._peaks: dict[str, float] = {}  # sender -> highest utilization of its figures
+        self._figures: ShardedMap[tuple[QuotaFigure, ...]] = ShardedMap()
+        self._peaks: ShardedMap[float] = ShardedMap()  # sender -> highest utilization
         self._changed: set[str] = set()
         self._clock_bound: set[str] = set()
         self._expiry = ExpiryIndex()
@@ -352,8 +353,8 @@ class QuotaEngine:
                 self._senders.pop(sender, None)
                 self._clock_bound.discard(sender)
                 self._expiry.forget(sender)
-                if figures_of.pop(sender, None) is not None:
-                    del peaks[sender]
+                if figures_of.pop(sender) is not None:
+                    peaks.pop(sender)
                     changed.add(sender)
                 continue
             figures = self._sender_figures(sender, usage, now, cutoffs)
@@ -383,10 +384,10 @@ class QuotaEngine:
         return QuotaSnapshot(
             taken_at=now,
             limits=self._limits,
-            senders=figures_of,  # copied by the snapshot
+            senders=figures_of.publish(),  # shares the shards no sender changed in
             tenant=tenant,
             stats=self.stats,
-            peaks=peaks,
+            peaks=peaks.publish(),
             generation=self._generation,
             delta_base=base,
             changed=frozenset(changed),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
+from m365_smtp_exporter.quota.shards import PublishedMap
 
 TENANT_SENDER = ""  # the `sender` label of tenant-wide figures
 
@@ -73,8 +74,11 @@ class QuotaSnapshot:
     changed: frozenset[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "senders", MappingProxyType(dict(self.senders)))
-        object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
+        # a published map is immutable already (the engine's, see shards.py); others copied
+        if not isinstance(self.senders, PublishedMap):
+            object.__setattr__(self, "senders", MappingProxyType(dict(self.senders)))
+        if not isinstance(self.peaks, PublishedMap):
+            object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
 
     def peak_utilization(self, sender: str) -> float:
         """The sender's highest utilization over its limits (0 with no figures)."""
