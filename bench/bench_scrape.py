@@ -7,6 +7,12 @@ process, like Prometheus (gzip and plain, text format, one scrape every 50 ms). 
 is measured in the same run, on the same machine, with the same load.
 
     python bench/bench_scrape.py [--duration 20] [--senders 10000] [--large 100000]
+    python bench/bench_scrape.py --before /tmp/base/src --rounds 3 --freeze-only
+
+`--before SRC` measures another version of the exporter (its `src` directory, e.g. a
+`git worktree` of the commit to compare with) in the same run: every case runs `--rounds`
+times, alternating before and after, and a summary gives the median with min and max of
+each figure over the rounds.
 
 Prints a table; exits 1 when a target of issue 10 is missed (loop lag max < 20 ms at 10,000
 senders and < 50 ms at 100,000; /metrics p99 < 15 ms, gzip and plain).
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -76,7 +83,17 @@ def bench_line(stream: IO[str]) -> dict[str, float]:
     raise RuntimeError("the exporter process ended without its figures")
 
 
-def run_case(senders: int, mode: str, duration: float, freeze: bool = False) -> Case:
+def run_case(
+    senders: int,
+    mode: str,
+    duration: float,
+    freeze: bool = False,
+    source: str | None = None,
+) -> Case:
+    """One exporter process (the code under `source` when given) and one scraper process."""
+    env = dict(os.environ)
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join([source, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     server = subprocess.Popen(
         [
             sys.executable,
@@ -91,6 +108,7 @@ def run_case(senders: int, mode: str, duration: float, freeze: bool = False) -> 
         ],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert server.stdout is not None
     try:
@@ -114,7 +132,7 @@ def run_case(senders: int, mode: str, duration: float, freeze: bool = False) -> 
         if server.poll() is None:
             server.kill()
             server.wait()
-    label = mode + ("+frz" if freeze else "")
+    label = ("before:" if source is not None else "") + mode + ("+frz" if freeze else "")
     return Case(senders, label, ready["bytes"] / 1024, lag, json.loads(scraper.stdout))
 
 
@@ -140,13 +158,42 @@ def row(case: Case) -> bool:
         f"{len(case.scrapes['gzip'])}x2",
         flush=True,
     )
-    if not case.mode.startswith("subsystems"):
+    if not case.mode.startswith("subsystems"):  # the baseline or the code before
         return True
     target = TARGETS.get(case.senders)
     ok = target is None or lag["lag_max_ms"] < target
     if case.senders <= 10_000:
         ok = ok and all(quantile(case.scrapes[e], 0.99) < SCRAPE_P99_MS for e in case.scrapes)
     return ok
+
+
+def figures(case: Case) -> dict[str, float]:
+    return {
+        "lag p99": case.lag["lag_p99_ms"],
+        "lag max": case.lag["lag_max_ms"],
+        "gzip p99": quantile(case.scrapes["gzip"], 0.99),
+        "plain p99": quantile(case.scrapes["plain"], 0.99),
+        "gzip p50": statistics.median(case.scrapes["gzip"]),
+        "plain p50": statistics.median(case.scrapes["plain"]),
+    }
+
+
+def summary(cases: list[Case]) -> None:
+    """Median [min-max] of each figure over the rounds, per case."""
+    groups: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for case in cases:
+        groups.setdefault((case.senders, case.mode), []).append(figures(case))
+    names = list(figures(cases[0]))
+    print(
+        f"\nmedian [min-max] over rounds, ms\n{'senders':>8} {'path':<22}"
+        + "".join(f" {name:>20}" for name in names)
+    )
+    for (senders, mode), rows in groups.items():
+        cells = []
+        for name in names:
+            values = [row[name] for row in rows]
+            cells.append(f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]")
+        print(f"{senders:>8} {mode:<22}" + "".join(f" {cell:>20}" for cell in cells))
 
 
 def main() -> int:
@@ -156,20 +203,32 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=100_000, help="0: skip the large case")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--before", help="src directory of the version to compare with")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--freeze-only", action="store_true", help="only the +frz cases")
     args = parser.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client(args.client, args.duration))))
         return 0
-    plan = [] if args.no_baseline else [(args.senders, "baseline", False)]
+    plan = [] if args.no_baseline or args.before else [(args.senders, "baseline", False)]
     # "+frz": the held senders frozen out of full garbage collections (gc.freeze after the
     # fill), to show how much of the lag is the collector walking the quota engine's objects
-    plan += [(args.senders, "subsystems", False), (args.senders, "subsystems", True)]
+    freezes = [True] if args.freeze_only else [False, True]
+    plan += [(args.senders, "subsystems", freeze) for freeze in freezes]
     if args.large:
-        plan += [(args.large, "subsystems", False), (args.large, "subsystems", True)]
+        plan += [(args.large, "subsystems", freeze) for freeze in freezes]
+    sources: list[str | None] = [args.before, None] if args.before else [None]
     header()
     ok = True
-    for senders, mode, freeze in plan:
-        ok = row(run_case(senders, mode, args.duration, freeze)) and ok
+    cases: list[Case] = []
+    for _ in range(args.rounds):
+        for senders, mode, freeze in plan:
+            for source in sources:  # before and after alternate, case by case
+                case = run_case(senders, mode, args.duration, freeze, source)
+                cases.append(case)
+                ok = row(case) and ok
+    if args.rounds > 1:
+        summary(cases)
     print(
         f"targets: loop lag max < {TARGETS[10_000]:g} ms at 10,000 senders, "
         f"< {TARGETS[100_000]:g} ms at 100,000; /metrics p99 < {SCRAPE_P99_MS:g} ms: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from pydantic import SecretStr
@@ -75,3 +76,31 @@ def test_later_renders_reuse_unchanged_lines_and_rewrite_changed_ones() -> None:
     assert second != first
     assert second == encode(quota_metrics(lambda: [quota])(), TEXT)
     assert quota_text([quota]) == second
+
+
+def test_renders_through_senders_coming_changing_and_going_equal_prometheus_client() -> None:
+    """Hundreds of senders (many blocks): after each batch of new rows (new senders, busier
+    ones) and clock moves (senders expiring), the text equals prometheus_client's."""
+    rng = random.Random(5)
+    clock = [time.time()]
+    config = TenantConfig(
+        tenant_id="t",
+        client_id="c",
+        accepted_domains=["contoso.com"],
+        quota=QuotaConfig(top_senders=250),
+    )
+    quota = TenantQuota("contoso", config, clock=lambda: clock[0])
+    for step in range(12):
+        clock[0] += rng.choice([1.0, 60.0, 3_600.0, 40_000.0])
+        quota.add_rows(
+            QuotaRow(
+                f"u{rng.randrange(400)}@contoso.com",
+                f"r{n}@outside.example",
+                f"<m{step}.{n}@contoso.com>",
+                clock[0] - rng.uniform(0, 80_000),
+                "delivered",
+            )
+            for n in range(rng.choice([1, 20, 300]))
+        )
+        quota.refresh()
+        assert quota_text([quota]) == encode(quota_metrics(lambda: [quota])(), TEXT), step

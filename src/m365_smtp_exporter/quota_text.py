@@ -11,11 +11,11 @@ prometheus_client renders from `quota.metrics.quota_metrics`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from prometheus_client.utils import floatToGoString
 
-from m365_smtp_exporter.quota.cardinality import SenderSelection, hash_sender
+from m365_smtp_exporter.quota.cardinality import Group, SenderSelection, hash_sender
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.metrics import ENFORCED_FAMILY, FAMILIES, PROBE_FAMILY
 from m365_smtp_exporter.quota.snapshot import QuotaFigure
@@ -25,7 +25,7 @@ class QuotaSource(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def figures(self) -> Sequence[QuotaFigure]: ...
+    def series(self) -> Sequence[Group]: ...
     @property
     def selection(self) -> SenderSelection: ...
     @property
@@ -46,16 +46,30 @@ def _head(name: str, help_text: str) -> str:
     return f"# HELP {name} {escaped}\n# TYPE {name} gauge\n"
 
 
-# Each figure's five lines from the previous render, per tenant label: the engine keeps a
-# sender's figure objects while its usage does not change, so a render only formats what
-# changed. Keyed by id(); the entry holds the figure, so the id cannot be reused while it
-# is cached. Each render keeps only the figures it wrote, which bounds the cache. Two renders
-# at once (two formats, two threads) only cost each other a miss.
-_Lines = tuple[str, str, str, str, str]
-_cache: dict[str, dict[int, tuple[QuotaFigure, _Lines]]] = {}
+# Renders reuse what did not change, at two levels, per tenant label:
+# - each sender's lines, one piece per family: the engine keeps a sender's figure tuple
+#   while its usage does not change, so only changed senders are formatted again;
+# - runs of consecutive senders ("blocks"), joined per family: a block whose senders all
+#   kept their tuples is reused whole, so a render joins a few hundred pieces, not tens of
+#   thousands. Blocks end after a sender whose name hashes to 0 mod BLOCK (boundaries set
+#   by content, not position), so a sender coming or going changes only its own block.
+# Keyed by id(); each block holds its groups, so no id is reused while it is cached. Each
+# render keeps only what it wrote, which bounds the caches. Two renders at once (two
+# formats, two threads) only cost each other misses.
+_Pieces = tuple[bytes, bytes, bytes, bytes, bytes]  # one per family of FAMILIES
+BLOCK = 64  # senders per block, on average
 
 
-def _figure_lines(figure: QuotaFigure, tenant_label: str) -> _Lines:
+class _Block(NamedTuple):
+    groups: tuple[Group, ...]  # held: their ids are the block's key
+    pieces: list[_Pieces]  # each group's
+    joined: _Pieces
+
+
+_blocks: dict[str, dict[tuple[int, ...], _Block]] = {}
+
+
+def _figure_lines(figure: QuotaFigure, tenant_label: str) -> tuple[str, str, str, str, str]:
     labels = (  # label names in sorted order, as prometheus_client writes them
         f'{{limit="{_escape(figure.limit_name.value)}",'
         f'sender="{_escape(figure.sender)}",tenant="{tenant_label}"}} '
@@ -69,12 +83,55 @@ def _figure_lines(figure: QuotaFigure, tenant_label: str) -> _Lines:
     )
 
 
+def _group_pieces(group: Group, tenant_label: str) -> _Pieces:
+    lines = [_figure_lines(figure, tenant_label) for figure in group]
+    used, limit, ratio, remaining, recovery = (
+        ("".join(column).encode() for column in zip(*lines, strict=True))
+        if lines
+        else (b"", b"", b"", b"", b"")
+    )
+    return used, limit, ratio, remaining, recovery
+
+
+def _render_series(
+    series: Sequence[Group], tenant_label: str, families: tuple[list[bytes], ...]
+) -> None:
+    """Append the lines of `series` to `families`, block by block (see `_blocks`)."""
+    previous = _blocks.get(tenant_label, {})
+    blocks: dict[tuple[int, ...], _Block] = {}
+    known: dict[int, _Pieces] | None = None  # id(group) -> its pieces, built on a first miss
+
+    def flush(block: list[Group]) -> None:
+        nonlocal known
+        key = tuple(map(id, block))
+        entry = previous.get(key)
+        if entry is None:
+            if known is None:
+                known = {
+                    id(group): pieces
+                    for old in previous.values()
+                    for group, pieces in zip(old.groups, old.pieces, strict=True)
+                }
+            pieces = [known.get(id(group)) or _group_pieces(group, tenant_label) for group in block]
+            joined = cast(_Pieces, tuple(b"".join(column) for column in zip(*pieces, strict=True)))
+            entry = _Block(tuple(block), pieces, joined)
+        blocks[key] = entry
+        for family, piece in zip(families, entry.joined, strict=True):
+            family.append(piece)
+
+    block: list[Group] = []
+    for group in series:
+        block.append(group)
+        if not group or hash(group[0].sender) % BLOCK == 0:
+            flush(block)
+            block = []
+    if block:
+        flush(block)
+    _blocks[tenant_label] = blocks
+
+
 def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
-    used: list[str] = []
-    limit: list[str] = []
-    ratio: list[str] = []
-    remaining: list[str] = []
-    recovery: list[str] = []
+    families: tuple[list[bytes], ...] = ([], [], [], [], [])
     probe: list[str] = []
     enforced: list[str] = []
     for tenant in tenants:
@@ -84,22 +141,7 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
                 f'm365_quota_limit_enforced{{limit="{_escape(limit_name.value)}",'
                 f'tenant="{tenant_label}"}} {go(1.0 if on else 0.0)}\n'
             )
-        previous = _cache.get(tenant_label, {})
-        kept: dict[int, tuple[QuotaFigure, _Lines]] = {}
-        written: list[_Lines] = []
-        for figure in tenant.figures:
-            entry = previous.get(id(figure))
-            if entry is None:
-                entry = (figure, _figure_lines(figure, tenant_label))
-            kept[id(figure)] = entry
-            written.append(entry[1])
-        _cache[tenant_label] = kept
-        if written:  # one column of lines per family
-            columns = zip(*written, strict=True)
-            for family, column in zip(
-                (used, limit, ratio, remaining, recovery), columns, strict=True
-            ):
-                family.extend(column)
+        _render_series(tenant.series, tenant_label, families)
         selection = tenant.selection
         for sender, count in sorted(tenant.probe_recipients.items()):
             label = hash_sender(sender, selection.hash_salt) if selection.hash_senders else sender
@@ -107,12 +149,11 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
                 f'm365_quota_probe_recipients{{sender="{_escape(label)}",'
                 f'tenant="{tenant_label}"}} {go(float(count))}\n'
             )
-    parts: list[str] = []
-    for (name, help_text), lines in zip(
-        (*FAMILIES, PROBE_FAMILY, ENFORCED_FAMILY),
-        (used, limit, ratio, remaining, recovery, probe, enforced),
-        strict=True,
-    ):
-        parts.append(_head(name, help_text))
-        parts.extend(lines)
-    return "".join(parts).encode()
+    parts: list[bytes] = []
+    for (name, help_text), pieces in zip(FAMILIES, families, strict=True):
+        parts.append(_head(name, help_text).encode())
+        parts.extend(pieces)
+    tails = ((PROBE_FAMILY, probe), (ENFORCED_FAMILY, enforced))
+    for (name, help_text), lines in tails:
+        parts.append((_head(name, help_text) + "".join(lines)).encode())
+    return b"".join(parts)

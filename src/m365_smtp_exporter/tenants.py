@@ -30,7 +30,7 @@ from m365_smtp_exporter.graph.metrics import GraphMetrics
 from m365_smtp_exporter.graph.records import TraceRecord, to_quota_rows
 from m365_smtp_exporter.graph.trace import PullerState, TracePuller
 from m365_smtp_exporter.quota import state_file
-from m365_smtp_exporter.quota.cardinality import SenderSelection
+from m365_smtp_exporter.quota.cardinality import Group, SenderSelection
 from m365_smtp_exporter.quota.engine import EngineUsage
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.metrics import (
@@ -39,7 +39,6 @@ from m365_smtp_exporter.quota.metrics import (
     state_rejected_metrics,
 )
 from m365_smtp_exporter.quota.rows import RowFields
-from m365_smtp_exporter.quota.snapshot import QuotaFigure
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
 from m365_smtp_exporter.quota_text import quota_text
 from m365_smtp_exporter.scheduler import JobSpec
@@ -80,8 +79,9 @@ class TenantServices:
         self._trace_sinks = list(trace_sinks)
         self.quota = TenantQuota(name, config, probe_senders, clock)
         # The quota engine is touched by one party at a time: trace rows (during a pull) and
-        # the snapshot, which runs in a worker thread (0.1 s at 10,000 senders, seconds at
-        # 100,000). Probe sends that arrive meanwhile wait in `_held_sends`.
+        # the refresh, which runs in a worker thread (a few ms: it touches only the senders
+        # that changed or are due, see quota/engine.py; the first one reads every sender).
+        # Probe sends that arrive meanwhile wait in `_held_sends`.
         self._quota_lock = asyncio.Lock()
         self._held_sends: list[tuple[str, str, list[str], float]] = []
         self.tokens: TokenProvider | None = None
@@ -237,7 +237,7 @@ class _QuotaView:
     can render this while the loop goes on."""
 
     name: str
-    figures: tuple[QuotaFigure, ...]
+    series: tuple[Group, ...]
     selection: SenderSelection
     probe_recipients: Mapping[str, int]
     limit_enforced: Mapping[LimitName, bool]
@@ -275,7 +275,7 @@ class TenantsSubsystem:
 
     def _quota_snapshot(self) -> Renderer:
         views = [
-            _QuotaView(q.name, q.figures, q.selection, q.probe_recipients, q.limit_enforced)
+            _QuotaView(q.name, q.series, q.selection, q.probe_recipients, q.limit_enforced)
             for q in (s.quota for s in self.services.values())
         ]
         return lambda _fmt: quota_text(views)

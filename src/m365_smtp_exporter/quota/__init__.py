@@ -2,12 +2,14 @@
 
 `QuotaEngine` counts rows into minute buckets per sender and for the tenant,
 `QuotaEngine.snapshot` turns them into `QuotaFigure`s, and `select_series` bounds the
-`sender` label for export. The counting rules are documented in engine.py and window.py.
+`sender` label for export (`SeriesSelector` keeps that selection up to date by delta).
+The counting rules are documented in engine.py and window.py.
 """
 
 from m365_smtp_exporter.quota.cardinality import (
     OTHER_SENDER,
     SenderSelection,
+    SeriesSelector,
     hash_sender,
     select_series,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "QuotaSnapshot",
     "RowFields",
     "SenderSelection",
+    "SeriesSelector",
     "direction_of",
     "hash_sender",
     "row_from_graph",

@@ -26,20 +26,22 @@ for the bucket granularity; batch.py sums each batch of rows before the counters
   reported through `record_probe_send` are replaced by their trace rows (see probes.py).
 
 Snapshots are incremental: a sender's figures are recomputed only when its counters changed,
-a window's cutoff moved, or a recovery time is running (it follows the clock); otherwise the
-previous snapshot's tuple is reused. A snapshot every few seconds of 100,000 senders then
-allocates almost nothing, which keeps full garbage collections (they stop the event loop)
-rare.
+a window's cutoff passed one of its buckets (expiry.py keeps when), or a recovery time is
+running (it follows the clock); otherwise the previous snapshot's tuple is reused. A snapshot
+every second of 100,000 senders then touches a few hundred of them and allocates almost
+nothing, which keeps the loop responsive and full garbage collections rare.
 """
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from m365_smtp_exporter.quota.batch import AddressBook, BatchCutoffs, BatchSums, sum_rows
+from m365_smtp_exporter.quota.expiry import ExpiryIndex
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
 from m365_smtp_exporter.quota.message_rate import MessageRateCounter
 from m365_smtp_exporter.quota.probes import ProbeKey, ProbeLedger
@@ -50,6 +52,7 @@ from m365_smtp_exporter.quota.rows import (
     normalize_address,
     normalize_message_id,
 )
+from m365_smtp_exporter.quota.shards import ShardedMap
 from m365_smtp_exporter.quota.snapshot import (
     TENANT_SENDER,
     IngestStats,
@@ -68,6 +71,7 @@ from m365_smtp_exporter.quota.window import (
 )
 
 DEFAULT_PROBE_MATCH_HORIZON_SECONDS = 900
+_GENERATIONS = itertools.count(1)  # snapshot numbers, unique across engines
 
 
 class SenderUsageState(NamedTuple):
@@ -152,12 +156,15 @@ class QuotaEngine:
         self._message_window = Window(limits.message_rate_lookback_seconds)
         self._horizon = Window(probe_match_horizon_seconds)
         self._senders: dict[str, _SenderUsage] = {}
-        # the last snapshot's figures, the cutoffs they were taken at, and the senders
-        # counted since then (see `snapshot`)
-        self._figures: dict[str, tuple[QuotaFigure, ...]] = {}
-        self._peaks: dict[str, float] = {}  # sender -> highest utilization of its figures
-        self._figures_cutoffs: tuple[int, int, int] | None = None
+        # the last snapshot's figures, and what tells which of them to recompute at the
+        # next one: the senders counted since, those with a running recovery and when each
+        # other sender's buckets start leaving their windows (see `snapshot`)
+        self._figures: ShardedMap[tuple[QuotaFigure, ...]] = ShardedMap()
+        self._peaks: ShardedMap[float] = ShardedMap()  # sender -> highest utilization
         self._changed: set[str] = set()
+        self._clock_bound: set[str] = set()
+        self._expiry = ExpiryIndex()
+        self._generation: int | None = None  # of the last snapshot
         self._tenant_external = BucketCounter()
         self._probes = ProbeLedger()
         self._addresses = AddressBook(limits.internal_domains)
@@ -325,34 +332,48 @@ class QuotaEngine:
         )
 
     def snapshot(self, now: float | None = None) -> QuotaSnapshot:
-        """Usage at `now` (default: the injected clock); expired buckets are dropped."""
+        """Usage at `now` (default: the injected clock); expired buckets are dropped.
+
+        Only the senders whose figures may differ from the previous snapshot's are
+        recomputed: those counted since, those due in the expiry index (a window's cutoff
+        passed one of their buckets) and those with a running recovery (it follows the
+        clock). Every other sender keeps its figures, the very same tuple.
+        """
         now = self._advance(now)
         cutoffs = self._cutoffs(now)
         self._probes.prune(cutoffs.day, cutoffs.horizon)
-        moved = self._figures_cutoffs != (cutoffs.day, cutoffs.hour, cutoffs.messages)
-        previous, previous_peaks = self._figures, self._peaks
-        changed = self._changed
-        senders: dict[str, tuple[QuotaFigure, ...]] = {}
-        peaks: dict[str, float] = {}
-        for sender, usage in list(self._senders.items()):
-            old = previous.get(sender)
-            if not moved and old is not None and sender not in changed and _settled(old):
-                senders[sender] = old  # same counters, same windows, no clock-bound figure
-                peaks[sender] = previous_peaks[sender]
-                continue
-            usage.external.prune(cutoffs.day)
-            usage.internal.prune(cutoffs.day)
-            usage.messages.prune(cutoffs.messages)
+        figures_of, peaks = self._figures, self._peaks
+        due = self._expiry.pop_due(bucket_of(now))
+        due |= self._changed
+        due |= self._clock_bound
+        self._changed = set()
+        changed: set[str] = set()
+        for sender in due:
+            old = figures_of.get(sender)
+            usage = self._senders.get(sender)
+            if usage is not None:
+                usage.external.prune(cutoffs.day)
+                usage.internal.prune(cutoffs.day)
+                usage.messages.prune(cutoffs.messages)
             if not usage:
-                del self._senders[sender]
+                self._senders.pop(sender, None)
+                self._clock_bound.discard(sender)
+                self._expiry.forget(sender)
+                if figures_of.pop(sender) is not None:
+                    peaks.pop(sender)
+                    changed.add(sender)
                 continue
             figures = self._sender_figures(sender, usage, now, cutoffs)
-            # an equal tuple is dropped at once: the kept one is long-lived already
-            senders[sender] = figures = old if figures == old else figures
-            peaks[sender] = max((f.utilization for f in figures), default=0.0)
-        self._figures, self._peaks = senders, peaks
-        self._figures_cutoffs = (cutoffs.day, cutoffs.hour, cutoffs.messages)
-        self._changed = set()
+            if figures != old:
+                figures_of[sender] = figures
+                peaks[sender] = max((f.utilization for f in figures), default=0.0)
+                changed.add(sender)
+            # else the kept tuple, long-lived already, stays (the new one is dropped at once)
+            if _settled(figures):
+                self._clock_bound.discard(sender)
+            else:
+                self._clock_bound.add(sender)
+            self._expiry.file(sender, self._next_change(usage, cutoffs))
         self._tenant_external.prune(cutoffs.day)
         tenant = (
             self._counted_figure(
@@ -365,14 +386,32 @@ class QuotaEngine:
                 cutoff=cutoffs.day,
             ),
         )
+        base, self._generation = self._generation, next(_GENERATIONS)
         return QuotaSnapshot(
             taken_at=now,
             limits=self._limits,
-            senders=senders,
+            senders=figures_of.publish(),  # shares the shards no sender changed in
             tenant=tenant,
             stats=self.stats,
-            peaks=peaks,
+            peaks=peaks.publish(),
+            generation=self._generation,
+            delta_base=base,
+            changed=frozenset(changed),
         )
+
+    def _next_change(self, usage: _SenderUsage, cutoffs: _Cutoffs) -> int:
+        """The first minute bucket at which a window's cutoff passes one of the sender's
+        buckets (a bucket b leaves a window of n buckets when the clock reaches b + n + 1)."""
+        due: list[int] = []
+        for counter in (usage.external, usage.internal):
+            for window, cutoff in ((DAY, cutoffs.day), (HOUR, cutoffs.hour)):
+                first = counter.first_bucket(cutoff)
+                if first is not None:
+                    due.append(first + window.buckets + 1)
+        oldest_message = usage.messages.oldest_bucket()
+        if oldest_message is not None:
+            due.append(oldest_message + self._message_window.buckets + 1)
+        return min(due)
 
     def _counted_figure(
         self,

@@ -64,6 +64,10 @@ class MessageRateCounter:
             del buckets[bucket]
         self._oldest = min(buckets, default=cutoff)
 
+    def oldest_bucket(self) -> int | None:
+        """The oldest bucket held (None when empty)."""
+        return min(self._buckets, default=None)
+
     def messages_since(self, cutoff: int) -> dict[int, dict[str, int]]:
         """Copies of the buckets from `cutoff` on: bucket -> message id -> rows."""
         return {b: dict(messages) for b, messages in self._buckets.items() if b >= cutoff}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
+from m365_smtp_exporter.quota.shards import PublishedMap
 
 TENANT_SENDER = ""  # the `sender` label of tenant-wide figures
 
@@ -64,10 +65,20 @@ class QuotaSnapshot:
     stats: IngestStats = field(default_factory=IngestStats)
     # sender -> its highest utilization, when the engine kept it (see `peak_utilization`)
     peaks: Mapping[str, float] = field(default_factory=dict)
+    # Which senders' figures differ from those of the snapshot numbered `delta_base` (added,
+    # changed or gone), so that a consumer holding that one can update instead of re-reading
+    # every sender (see cardinality.SeriesSelector); None when not known.
+    # (not part of what a snapshot says: two equal snapshots may have different histories)
+    generation: int = field(default=0, compare=False)  # unique in the process
+    delta_base: int | None = field(default=None, compare=False)
+    changed: frozenset[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "senders", MappingProxyType(dict(self.senders)))
-        object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
+        # a published map is immutable already (the engine's, see shards.py); others copied
+        if not isinstance(self.senders, PublishedMap):
+            object.__setattr__(self, "senders", MappingProxyType(dict(self.senders)))
+        if not isinstance(self.peaks, PublishedMap):
+            object.__setattr__(self, "peaks", MappingProxyType(dict(self.peaks)))
 
     def peak_utilization(self, sender: str) -> float:
         """The sender's highest utilization over its limits (0 with no figures)."""

@@ -11,7 +11,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 
 from m365_smtp_exporter.config import TenantConfig
-from m365_smtp_exporter.quota.cardinality import SenderSelection, select_series
+from m365_smtp_exporter.quota.cardinality import Group, SenderSelection, SeriesSelector
 from m365_smtp_exporter.quota.engine import QuotaEngine
 from m365_smtp_exporter.quota.limits import LimitName, QuotaLimits
 from m365_smtp_exporter.quota.rows import (
@@ -65,7 +65,11 @@ class TenantQuota:
         self._clock = clock
         self.engine = QuotaEngine(limits_from_config(tenant), clock)
         self.selection = selection_from_config(tenant, probe_senders)
-        self.figures: tuple[QuotaFigure, ...] = ()
+        self._selector = SeriesSelector(self.selection)
+        # the exported figures, one group per sender (then `__other__`, then the tenant's);
+        # replaced whole by `refresh`, never mutated
+        self.series: tuple[Group, ...] = ()
+        self._flat: tuple[tuple[Group, ...], tuple[QuotaFigure, ...]] = ((), ())
         self.excluded_rows: Counter[ExcludedReason] = Counter()
         # Limits Microsoft may not apply to this tenant (TERRL is paused over 500 licences):
         # exported so alerts stay quiet about a limit that blocks nothing.
@@ -75,6 +79,15 @@ class TenantQuota:
         self.probe_recipients: dict[str, int] = {}
         self._probe_sends: deque[tuple[float, str, int]] = deque()
         self._label_of: dict[str, str] = {}
+
+    @property
+    def figures(self) -> tuple[QuotaFigure, ...]:
+        """The exported figures, in exposition order (`series` flattened)."""
+        series, flat = self._flat
+        if series is not self.series:
+            flat = tuple(f for group in self.series for f in group)
+            self._flat = (self.series, flat)
+        return flat
 
     def add_rows(self, rows: Iterable[RowFields]) -> None:
         """Count `rows`, except those of system senders (bounces, postmaster, Exchange's
@@ -91,7 +104,7 @@ class TenantQuota:
     def refresh(self) -> None:
         """Take a snapshot and keep the figures to export."""
         now = self._clock()
-        self.figures = select_series(self.engine.snapshot(now), self.selection)
+        self.series = self._selector.update(self.engine.snapshot(now), self.selection)
         while self._probe_sends and self._probe_sends[0][0] <= now - DAY:
             self._probe_sends.popleft()
         totals: dict[str, int] = {}

@@ -182,6 +182,12 @@ class BucketCounter:
         self._entries = words[index:]
         self._total = sum(word & _COUNT_MASK for word in self._entries)
 
+    def first_bucket(self, since: int = 0) -> int | None:
+        """The oldest bucket held from `since` on (None when there is none)."""
+        entries = self._entries
+        index = bisect_left(entries, since << _COUNT_BITS) if since > 0 else 0
+        return entries[index] >> _COUNT_BITS if index < len(entries) else None
+
     def buckets(self, first_bucket: int = 0) -> Iterator[tuple[int, int]]:
         """(bucket, count) pairs from `first_bucket` on, oldest first."""
         entries = self._entries
