@@ -89,6 +89,7 @@ def run_case(
     duration: float,
     freeze: bool = False,
     source: str | None = None,
+    top_senders: int | None = None,
 ) -> Case:
     """One exporter process (the code under `source` when given) and one scraper process."""
     env = dict(os.environ)
@@ -105,6 +106,7 @@ def run_case(
             "--duration",
             str(duration),
             *(["--freeze"] if freeze else []),
+            *(["--top-senders", str(top_senders)] if top_senders is not None else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -206,6 +208,9 @@ def main() -> int:
     parser.add_argument("--before", help="src directory of the version to compare with")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--freeze-only", action="store_true", help="only the +frz cases")
+    parser.add_argument(
+        "--top-senders", type=int, help="quota.top_senders (default: every sender is exported)"
+    )
     args = parser.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client(args.client, args.duration))))
@@ -224,7 +229,7 @@ def main() -> int:
     for _ in range(args.rounds):
         for senders, mode, freeze in plan:
             for source in sources:  # before and after alternate, case by case
-                case = run_case(senders, mode, args.duration, freeze, source)
+                case = run_case(senders, mode, args.duration, freeze, source, args.top_senders)
                 cases.append(case)
                 ok = row(case) and ok
     if args.rounds > 1:

@@ -38,7 +38,9 @@ from m365_smtp_exporter.tenants import TenantServices, TenantsSubsystem
 TICK = 0.010
 
 
-def config_text(senders: int) -> str:
+def config_text(senders: int, top_senders: int | None = None) -> str:
+    """Every sender exported by default (the largest /metrics); `top_senders` as configured."""
+    top = min(senders, 10_000) if top_senders is None else top_senders
     return f"""
 tenants:
   contoso:
@@ -47,7 +49,7 @@ tenants:
     client_secret: bench
     accepted_domains: [contoso.com]
     trace: {{enabled: false}}
-    quota: {{top_senders: {min(senders, 10_000)}}}
+    quota: {{top_senders: {top}}}
 """
 
 
@@ -147,11 +149,12 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the fill")
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval")
+    parser.add_argument("--top-senders", type=int, default=None, help="default: every sender")
     args = parser.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
     exporter = Exporter(
-        parse_config(config_text(args.senders), env={}),
+        parse_config(config_text(args.senders, args.top_senders), env={}),
         listen_address="127.0.0.1:0",
         token_provider_factory=lambda _: StaticTokenProvider("bench-token"),
     )
