@@ -48,7 +48,7 @@ def test_a_graph_row_becomes_a_record() -> None:
     parsed = parse_trace_page(page(row(), next_link=NEXT), DOMAINS)
 
     assert parsed.next_link == NEXT
-    assert parsed.records == [
+    assert list(parsed.records) == [
         TraceRecord(
             id="4451a062-48cb-e80d-e8c0-196330437ae6",
             sender="sender@contoso.com",

@@ -30,7 +30,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress
 from typing import Any, NamedTuple, Protocol
 
 import structlog
@@ -45,7 +45,7 @@ from m365_smtp_exporter.graph.errors import (
     GraphRequestError,
 )
 from m365_smtp_exporter.graph.links import LinkGuard
-from m365_smtp_exporter.graph.records import TracePage, TraceRecord, parse_trace_page
+from m365_smtp_exporter.graph.records import TracePage, TraceRecord, TraceRows, parse_trace_page
 from m365_smtp_exporter.graph.windows import MAX_WINDOW, PullWindow, plan_windows
 
 with warnings.catch_warnings():
@@ -74,8 +74,6 @@ SINK_SLICE_MIN = 250
 SINK_SLICE = 5_000  # the largest slice (Graph's largest page)
 
 RowSink = Callable[[Sequence[TraceRecord]], None]
-_RECEIVED_AT = attrgetter("received_at")
-_STATUS_AND_DIRECTION = attrgetter("status", "direction")
 
 
 class TracePages(Protocol):
@@ -359,7 +357,7 @@ class TracePuller:
         since = window.end - self._settings.overlap - self._dedup_slack
         self._seen.add(keys, records, since=since)
         if page.records:
-            page_oldest = min(map(_RECEIVED_AT, page.records))
+            page_oldest = min(page.records.received_at)
             oldest = page_oldest if oldest is None else min(oldest, page_oldest)
         if page.next_link is not None:
             boundary = _boundary(page, oldest)
@@ -373,9 +371,9 @@ class TracePuller:
             progress.rows += len(records)
         return oldest
 
-    async def _deliver(self, records: list[TraceRecord]) -> None:
-        self.stats.messages.update(map(_STATUS_AND_DIRECTION, records))
-        newest = max(map(_RECEIVED_AT, records))
+    async def _deliver(self, records: TraceRows) -> None:
+        self.stats.messages.update(zip(records.statuses, records.directions, strict=True))
+        newest = max(records.received_at)
         if self.stats.newest_received_at is None or newest > self.stats.newest_received_at:
             self.stats.newest_received_at = newest
         # Big pages go to the sink in slices, yielding in between, so the event loop
@@ -431,7 +429,8 @@ def _boundary(page: TracePage, oldest: float | None) -> frozenset[tuple[str, str
     if oldest is None:
         return frozenset()
     last = math.floor(oldest) + 1
-    return frozenset((r.id, r.recipient) for r in page.records if r.received_at < last)
+    rows = page.records
+    return frozenset(compress(rows.keys(), [stamp < last for stamp in rows.received_at]))
 
 
 @dataclass(slots=True)
