@@ -50,9 +50,9 @@ class Retraction(NamedTuple):
 class BatchSums:
     """What one batch adds to the counters, and how many of its rows went which way."""
 
-    external: dict[str, dict[int, int]] = field(default_factory=dict)  # sender -> bucket -> rows
+    # (sender, bucket, recipient in an accepted domain) -> rows
+    rows: dict[tuple[str, int, bool], int] = field(default_factory=dict)
     tenant_external: dict[int, int] = field(default_factory=dict)  # bucket -> rows, all senders
-    internal: dict[str, dict[int, int]] = field(default_factory=dict)
     # (sender, bucket) -> message id -> rows, for buckets inside the message-rate lookback
     messages: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     retractions: list[Retraction] = field(default_factory=list)
@@ -220,18 +220,9 @@ def _note_probe_rows(
 
 
 def _count(sums: BatchSums, senders: list[str], buckets: list[int], inside: list[bool]) -> None:
-    """Rows per (sender, bucket), external and internal apart, and external rows per bucket."""
-    external_rows, internal_rows = sums.external, sums.internal
-    for (sender, bucket, recipient_ours), rows in Counter(
-        zip(senders, buckets, inside, strict=True)
-    ).items():
-        per_sender = internal_rows if recipient_ours else external_rows
-        counts = per_sender.get(sender)
-        if counts is None:
-            per_sender[sender] = {bucket: rows}
-        else:
-            counts[bucket] = rows
-    sums.tenant_external = dict(Counter(compress(buckets, map(not_, inside))))
+    """Rows per (sender, bucket, internal or not), and external rows per bucket."""
+    sums.rows = Counter(zip(senders, buckets, inside, strict=True))
+    sums.tenant_external = Counter(compress(buckets, map(not_, inside)))
 
 
 def _count_messages(
