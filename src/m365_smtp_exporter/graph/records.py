@@ -229,12 +229,12 @@ def parse_trace_page(body: bytes, internal_domains: Collection[str]) -> TracePag
     """Parse one `messageTraces` answer; `internal_domains` lower-cased accepted domains."""
     try:
         page = _DECODER.decode(body)
-    except msgspec.DecodeError:
-        raise MalformedPageError(f"trace page is not valid JSON ({len(body)} bytes)") from None
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # (a subclass of DecodeError)
         # msgspec names the type expected and the path, e.g. "Expected `str`, got `null` -
         # at `$.value[3].id`", never the value itself
         raise MalformedPageError(f"trace page rejected: {str(exc)[:200]}") from None
+    except msgspec.DecodeError:
+        raise MalformedPageError(f"trace page is not valid JSON ({len(body)} bytes)") from None
     return TracePage(_columns(page.value, internal_domains), page.next_link)
 
 
