@@ -89,7 +89,8 @@ class TracePages(Protocol):
 
 
 class GraphTracePages:
-    """Trace pages through the SDK's request adapter: built by the SDK, parsed by orjson."""
+    """Trace pages through the SDK's request adapter: built by the SDK, decoded by msgspec
+    into columns (records.py)."""
 
     def __init__(self, client: GraphClient, internal_domains: Collection[str]) -> None:
         self._client = client
@@ -108,7 +109,8 @@ class GraphTracePages:
 
     async def page(self, info: RequestInformation) -> TracePage:
         """Send one page request and parse the body (in a worker thread: a page of 5,000
-        rows takes tens of milliseconds, which the event loop must not wait for)."""
+        rows takes several milliseconds, which the event loop need not wait for; the
+        decode itself holds the GIL for a few of them)."""
         body = await self._client.get_bytes(info)
         return await asyncio.to_thread(parse_trace_page, body, self._domains)
 
