@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import partial
 from itertools import compress, repeat
 from operator import add, attrgetter, itemgetter, truediv
 from typing import Annotated, Any, NamedTuple, overload
@@ -300,7 +300,6 @@ _CACHE_LIMIT = 1 << 17
 _STATUS_LABELS_OF = _Converted(status_label)  # raw status -> label, for all pages
 
 
-@lru_cache(maxsize=1 << 16)  # a tenant's correspondents recur from page to page
 def _address(raw: object) -> tuple[str, str]:
     """(stripped lower-case address, its domain); ('', '') for a missing one."""
     if not isinstance(raw, str):
@@ -309,7 +308,8 @@ def _address(raw: object) -> tuple[str, str]:
     return (address, domain_of(address))
 
 
-_ADDRESSES = _Converted(_address)  # raw -> (address, domain), for all pages
+# raw -> (address, domain), for all pages: a tenant's correspondents recur from page to page
+_ADDRESSES = _Converted(_address)
 
 
 # ---- receivedDateTime -------------------------------------------------------------------
