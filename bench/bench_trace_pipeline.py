@@ -133,7 +133,7 @@ tenants:
     gc.callbacks.append(gc_callback)
     wall0, cpu0 = time.perf_counter(), time.process_time()  # the pull, not the start-up
     tick = asyncio.create_task(ticker())
-    asyncio.events.Handle._run = timed_step  # type: ignore[method-assign]
+    asyncio.events.Handle._run = timed_step  # type: ignore[method-assign,assignment]
     services = exporter.tenants["contoso"]
     while not (services.puller and services.puller.stats.last_pull_ok and services.quota.figures):  # noqa: ASYNC110
         await asyncio.sleep(0.002)
