@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from m365_smtp_exporter.config import TraceConfig
-from m365_smtp_exporter.graph.records import TracePage, TraceRecord
+from m365_smtp_exporter.graph.records import TracePage, TraceRecord, TraceRows
 from m365_smtp_exporter.graph.trace import TracePuller
 from m365_smtp_exporter.graph.windows import PullWindow
 
@@ -68,7 +68,9 @@ class SimulatedGraph:
         self.requests.append(self.clock())
         chunk = rows[offset : offset + self.page]
         more = offset + self.page < len(rows)
-        return TracePage(chunk, f"{id(rows)}:{offset + self.page}" if more else None)
+        return TracePage(
+            TraceRows.from_records(chunk), f"{id(rows)}:{offset + self.page}" if more else None
+        )
 
     async def first_page(self, window: PullWindow, top: int) -> TracePage:
         self._listing = self._rows(window.start, window.end)

@@ -148,7 +148,7 @@ def test_unseen_keeps_one_row_per_trace_id_and_recipient() -> None:
     seen.add(keys, fresh, since=0.0)
     later, _ = seen.unseen([record("a", 6_010.0), record("a", 6_010.0, "b@example.net")])
 
-    assert [(r.id, r.recipient) for r in fresh + later] == [
+    assert [(r.id, r.recipient) for r in [*fresh, *later]] == [
         ("a", "a@example.net"),
         ("a", "b@example.net"),
     ]
@@ -163,7 +163,7 @@ def test_unseen_takes_a_page_outside_remembered_minutes_whole() -> None:
 
     fresh, keys = seen.unseen(page)
 
-    assert fresh == page and keys == [("a", "a@example.net"), ("b", "a@example.net")]
+    assert list(fresh) == page and keys == [("a", "a@example.net"), ("b", "a@example.net")]
 
 
 def test_seen_rows_round_trip_through_their_buckets() -> None:

@@ -1,15 +1,23 @@
-"""Parsing trace pages with orjson: fields, statuses, directions and malformed bodies."""
+"""Parsing trace pages: fields, statuses, directions, timestamps and malformed bodies."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from m365_smtp_exporter.graph.errors import FailureReason, MalformedPageError
 from m365_smtp_exporter.graph.records import (
+    MAX_ADDRESS_CHARS,
+    MAX_ID_CHARS,
+    MAX_MESSAGE_ID_CHARS,
+    MAX_STATUS_CHARS,
     TraceRecord,
+    TraceRows,
     parse_trace_page,
     status_label,
     to_quota_rows,
@@ -48,7 +56,7 @@ def test_a_graph_row_becomes_a_record() -> None:
     parsed = parse_trace_page(page(row(), next_link=NEXT), DOMAINS)
 
     assert parsed.next_link == NEXT
-    assert parsed.records == [
+    assert list(parsed.records) == [
         TraceRecord(
             id="4451a062-48cb-e80d-e8c0-196330437ae6",
             sender="sender@contoso.com",
@@ -160,3 +168,151 @@ def test_records_feed_the_quota_engine() -> None:
             "failed",
         )
     ]
+
+
+# ---- the typed decoder's bounds and types ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (page(row(id="x" * (MAX_ID_CHARS + 1))), "$.value[0].id"),
+        (page(row(id=7)), "$.value[0].id"),
+        (page(row(senderAddress="a" * (MAX_ADDRESS_CHARS + 1))), "$.value[0].senderAddress"),
+        (page(row(recipientAddress={"address": "a@b"})), "$.value[0].recipientAddress"),
+        (page(row(messageId="<" + "m" * MAX_MESSAGE_ID_CHARS + ">")), "$.value[0].messageId"),
+        (page(row(messageId=["<a@b>"])), "$.value[0].messageId"),
+        (page(row(status="d" * (MAX_STATUS_CHARS + 1))), "$.value[0].status"),
+        (page(row(status={"value": "delivered"})), "$.value[0].status"),
+        (page(row(receivedDateTime="2025-06-13T10:30:00Z" + " " * 64)), "receivedDateTime"),
+        (page(row(receivedDateTime=1749810600)), "$.value[0].receivedDateTime"),
+        (page(row(), ["not", "a", "row"]), "$.value[1]"),
+        (b'{"value": [], "@odata.nextLink": ""}', "@odata.nextLink"),
+    ],
+)
+def test_a_field_of_the_wrong_type_or_size_is_named_not_echoed(body: bytes, field: str) -> None:
+    with pytest.raises(MalformedPageError) as raised:
+        parse_trace_page(body, DOMAINS)
+
+    message = str(raised.value)
+    assert field in message
+    assert "xxxxxxxx" not in message and "aaaaaaaa" not in message and "dddddddd" not in message
+    assert raised.value.reason is FailureReason.MALFORMED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"value": [{"id": "\xff\xfe", "receivedDateTime": "2025-06-13T10:30:00Z"}]}',
+        b'{"value": [{"id": "a", "receivedDateTime": "2025-06-13T10:30:00Z"}]} trailing',
+        b'{"value": [{"id": "a", "receivedDateTime": "2025-06-13T10:30:00Z",}]}',
+        b"\x00" * 64,
+    ],
+)
+def test_bytes_that_are_not_json_text_are_malformed(body: bytes) -> None:
+    with pytest.raises(MalformedPageError, match="not valid JSON"):
+        parse_trace_page(body, DOMAINS)
+
+
+def test_scalars_of_another_type_read_as_empty_and_unknown_properties_are_skipped() -> None:
+    odd = row(
+        senderAddress=5,
+        recipientAddress=True,
+        messageId=3.5,
+        status=None,
+        subject={"nested": ["anything", 1]},
+        extra=[1, 2, 3],
+    )
+
+    (record,) = parse_trace_page(page(odd), DOMAINS).records
+
+    assert (record.sender, record.recipient, record.message_id) == ("", "", "")
+    assert (record.status, record.direction) == ("unknown", "relay")
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2025-06-13T10:30:59Z",
+        "2025-06-13T10:30:00.5Z",
+        "2025-06-13T10:30:07.1234567Z",
+        "2025-06-13T10:30:07+02:00",
+        "2025-06-13T10:30:07-05:30",
+        "2025-06-13T10:30:07",
+        "2025-06-13T10:30",
+        "2025-06-13 10:30:07Z",  # another shape: read one by one
+        "2025-06-13",
+        "20250613T103007Z",
+    ],
+)
+def test_timestamps_read_as_datetime_fromisoformat_reads_them(stamp: str) -> None:
+    moment = datetime.fromisoformat(stamp)
+    expected = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+    (record,) = parse_trace_page(page(row(receivedDateTime=stamp)), DOMAINS).records
+
+    assert record.received_at == expected
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1971, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.one_of(st.none(), st.timezones()),
+    ),
+    st.sampled_from(["seconds", "milliseconds", "microseconds", "minutes"]),
+    st.booleans(),
+)
+def test_any_iso_stamp_reads_exactly_as_its_datetime(
+    moment: datetime, precision: str, zulu: bool
+) -> None:
+    stamp = moment.isoformat(timespec=precision)
+    if zulu and moment.tzinfo is None:
+        stamp += "Z"
+    parsed = datetime.fromisoformat(stamp)
+    expected = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+    (record,) = parse_trace_page(page(row(receivedDateTime=stamp)), DOMAINS).records
+
+    assert record.received_at == expected
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2025-13-13T10:30:00Z", "2025-06-13T24:61:00Z", "2025-06-13T10:30:99Z", "2025-06-13T10:30:0"],
+)
+def test_impossible_timestamps_are_malformed_and_named(stamp: str) -> None:
+    with pytest.raises(MalformedPageError, match="receivedDateTime"):
+        parse_trace_page(page(row(), row(id="b", receivedDateTime=stamp)), DOMAINS)
+
+
+def test_rows_read_as_columns_and_as_records_alike() -> None:
+    rows = [
+        row(id="a", senderAddress="A@contoso.com", recipientAddress="x@example.net"),
+        row(id="b", senderAddress="b@example.net", recipientAddress="y@contoso.com"),
+        row(id="c", status="Failed", receivedDateTime="2025-06-13T10:31:00Z"),
+    ]
+
+    parsed = parse_trace_page(page(*rows), DOMAINS).records
+
+    assert len(parsed) == 3 and [r.id for r in parsed] == ["a", "b", "c"]
+    assert parsed[1] == TraceRecord(
+        "b",
+        "b@example.net",
+        "y@contoso.com",
+        "<d9683b4c@contoso.com>",
+        1749810600.0,
+        "delivered",
+        "inbound",
+    )
+    assert list(parsed[1:]) == list(parsed)[1:]
+    assert list(parsed.select([True, False, True])) == [parsed[0], parsed[2]]
+    assert parsed.keys() == [(r.id, r.recipient) for r in parsed]
+    assert TraceRows.from_records(list(parsed)).columns() == parsed.columns()
+    assert list(to_quota_rows(list(parsed))) == list(to_quota_rows(parsed))
+
+
+def test_an_empty_page_has_no_rows() -> None:
+    parsed = parse_trace_page(page(), DOMAINS)
+
+    assert len(parsed.records) == 0 and list(parsed.records) == [] and parsed.next_link is None

@@ -51,6 +51,7 @@ from m365_smtp_exporter.graph.transport import (
     GraphRequestStats,
     reserved_slot,
 )
+from m365_smtp_exporter.graph.wire import AiohttpTransport
 from m365_smtp_exporter.logs import redact
 from m365_smtp_exporter.text_safety import network_text
 
@@ -94,10 +95,11 @@ class _TokenBridge(AccessTokenProvider):
         return self._hosts
 
 
-def _verify(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """System trust, plus `ca_file` when given (the emulator's CA, a TLS-inspecting proxy)."""
+def _verify(ca_file: Path | None) -> ssl.SSLContext:
+    """httpx's default trust (certifi's bundle); with `ca_file` (the emulator's CA, a
+    TLS-inspecting proxy), system trust plus that file."""
     if ca_file is None:
-        return True
+        return httpx.create_ssl_context()
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=str(ca_file))
     return context
@@ -120,8 +122,8 @@ class GraphClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_body: int = MAX_BODY_BYTES,
     ) -> None:
-        """`transport` replaces the default `httpx.AsyncHTTPTransport` (then `ca_file` is
-        unused); the client owns and closes it either way. The token provider is not closed:
+        """`transport` replaces the default `AiohttpTransport` (then `ca_file` is unused);
+        the client owns and closes it either way. The token provider is not closed:
         it is shared with SMTP."""
         self.tenant = tenant
         self.budget = budget
@@ -130,7 +132,7 @@ class GraphClient:
         host = urlsplit(self.base_url).hostname
         if not host:
             raise ValueError(f"graph base URL {base_url!r} has no host")
-        inner = transport or httpx.AsyncHTTPTransport(verify=_verify(ca_file))
+        inner = transport or AiohttpTransport(_verify(ca_file))
         self._transport = CountingTransport(
             inner, budget, self.requests, origin=httpx.URL(self.base_url), max_body=max_body
         )

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import compress
-from operator import attrgetter
 
-from m365_smtp_exporter.graph.records import TraceRecord
+from m365_smtp_exporter.graph.records import TraceRecord, TraceRows
 
 BUCKET_SECONDS = 60
 RowKey = tuple[str, str]  # (trace id, recipient)
-_ID = attrgetter("id")
-_RECIPIENT = attrgetter("recipient")
-_RECEIVED_AT = attrgetter("received_at")
 
 
 def row_keys(records: Sequence[TraceRecord]) -> list[RowKey]:
-    return list(zip(map(_ID, records), map(_RECIPIENT, records), strict=True))
+    return TraceRows.from_records(records).keys()
 
 
 def minute_of(received_at: float) -> int:
@@ -49,42 +45,43 @@ class SeenRows:
         bucket = self._buckets.get(minute_of(received_at))
         return bucket is not None and key in bucket
 
-    def unseen(self, records: Sequence[TraceRecord]) -> tuple[list[TraceRecord], list[RowKey]]:
+    def unseen(self, records: Sequence[TraceRecord]) -> tuple[TraceRows, list[RowKey]]:
         """The rows of `records` never remembered nor repeated earlier in `records`, with
         their keys (in order)."""
-        keys = row_keys(records)
-        if not records:
-            return [], keys
+        rows = TraceRows.from_records(records)
+        keys = rows.keys()
+        if not rows:
+            return rows, keys
         buckets = self._buckets
         distinct = len(set(keys)) == len(keys)
-        if distinct and not self._may_hold(records):
-            return list(records), keys
+        if distinct and not self._may_hold(rows.received_at):
+            return rows, keys
         fresh: list[bool] = []
         mark = fresh.append
         page: set[RowKey] = set()
-        for key, record in zip(keys, records, strict=True):
-            bucket = buckets.get(minute_of(record.received_at))
+        for key, received_at in zip(keys, rows.received_at, strict=True):
+            bucket = buckets.get(minute_of(received_at))
             new = key not in page and (bucket is None or key not in bucket)
             if new and not distinct:
                 page.add(key)
             mark(new)
-        return list(compress(records, fresh)), list(compress(keys, fresh))
+        return rows.select(fresh), list(compress(keys, fresh))
 
-    def _may_hold(self, records: Sequence[TraceRecord]) -> bool:
-        """Whether any of `records` falls in a remembered minute (cheap range test)."""
+    def _may_hold(self, received_at: Sequence[float]) -> bool:
+        """Whether any of `received_at` falls in a remembered minute (cheap range test)."""
         if not self._buckets:
             return False
-        lowest = minute_of(min(map(_RECEIVED_AT, records)))
-        highest = minute_of(max(map(_RECEIVED_AT, records)))
+        lowest = minute_of(min(received_at))
+        highest = minute_of(max(received_at))
         return any(lowest <= minute <= highest for minute in self._buckets)
 
     def add(self, keys: Sequence[RowKey], records: Sequence[TraceRecord], *, since: float) -> None:
         """Remember the keys of `records` (same order) received at or after `since`."""
-        if not records or max(map(_RECEIVED_AT, records)) < since:
+        stamps = TraceRows.from_records(records).received_at
+        if not stamps or max(stamps) < since:
             return  # a back-fill page far behind the overlap: nothing will read it again
         buckets = self._buckets
-        for key, record in zip(keys, records, strict=True):
-            received = record.received_at
+        for key, received in zip(keys, stamps, strict=True):
             if received < since:
                 continue
             minute = minute_of(received)

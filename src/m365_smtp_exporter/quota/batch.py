@@ -9,14 +9,18 @@ counting rules are those documented in engine.py.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from math import floor
+from operator import and_, itemgetter, not_, truediv
 from typing import NamedTuple
 
 from m365_smtp_exporter.quota.probes import ProbeLedger
 from m365_smtp_exporter.quota.rows import (
     Direction,
+    RowColumns,
     RowFields,
     domain_of,
     normalize_address,
@@ -46,9 +50,9 @@ class Retraction(NamedTuple):
 class BatchSums:
     """What one batch adds to the counters, and how many of its rows went which way."""
 
-    external: dict[str, dict[int, int]] = field(default_factory=dict)  # sender -> bucket -> rows
+    # (sender, bucket, recipient in an accepted domain) -> rows
+    rows: dict[tuple[str, int, bool], int] = field(default_factory=dict)
     tenant_external: dict[int, int] = field(default_factory=dict)  # bucket -> rows, all senders
-    internal: dict[str, dict[int, int]] = field(default_factory=dict)
     # (sender, bucket) -> message id -> rows, for buckets inside the message-rate lookback
     messages: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     retractions: list[Retraction] = field(default_factory=list)
@@ -69,14 +73,15 @@ class BatchSums:
 
 
 class AddressBook(dict[str, tuple[str, bool]]):
-    """Raw address -> (normalised address, whether its domain is accepted).
+    """Raw address -> (normalised address, whether its domain is accepted), learnt on first
+    lookup (`book[raw]`).
 
     The engine keeps one across batches (a tenant's pages repeat the same addresses), and
     starts it over past `max_entries` so hostile input cannot grow it without bound."""
 
     __slots__ = ("_internal_domains", "max_entries")
 
-    def __init__(self, internal_domains: Collection[str], max_entries: int = 20_000) -> None:
+    def __init__(self, internal_domains: Collection[str], max_entries: int = 1 << 17) -> None:
         super().__init__()
         self._internal_domains = internal_domains
         self.max_entries = max_entries
@@ -89,6 +94,12 @@ class AddressBook(dict[str, tuple[str, bool]]):
             address = raw  # already normalised (the trace parser does it): keep one string
         entry = self[raw] = (address, domain_of(address) in self._internal_domains)
         return entry
+
+    __missing__ = learn
+
+
+_ADDRESS = itemgetter(0)
+_OURS = itemgetter(1)
 
 
 def sum_rows(
@@ -103,74 +114,144 @@ def sum_rows(
 ) -> BatchSums:
     """Sum `rows` as the engine counts them at `now`; trace keys are noted in `probes`.
 
-    One loop with everything it touches in local names: it runs once per row.
+    Column by column: each step is a C-level pass (`map`, `compress`, `Counter`) over the
+    batch; Python runs once per distinct (sender, bucket, direction), and once per row only
+    for the rows the probe ledger or the message rate must see one by one (the last minutes).
     """
     sums = BatchSums()
-    external_rows, internal_rows, message_rows = sums.external, sums.internal, sums.messages
-    retract = sums.retractions.append
-    day_cutoff, message_cutoff, horizon_cutoff = cutoffs
-    # a trace row only matters to the probe ledger inside the match horizon, or when
-    # provisional probe rows wait for it (none are added while a batch is summed)
-    probes_pending = probes.pending > 0
-    note_trace = probes.note_trace
+    columns = RowColumns.of(rows)
+    if not len(columns):
+        return sums
     if addresses is None:
         addresses = AddressBook(internal_domains)
-    tenant_rows = sums.tenant_external
-    known, learn = addresses.get, addresses.learn
-    floor = math.floor
-    outbound = internal = inbound = relay = future = stale = status_ignored = 0
-    for raw_sender, raw_recipient, raw_message_id, received_at, status in rows:
-        sender, sender_ours = known(raw_sender) or learn(raw_sender)
-        recipient, recipient_ours = known(raw_recipient) or learn(raw_recipient)
-        if not sender_ours:
-            if recipient_ours:
-                inbound += 1
-            else:
-                relay += 1
-            continue
-        if recipient_ours:
-            internal += 1
-            per_sender = internal_rows
-        else:
-            outbound += 1
-            per_sender = external_rows
-        if received_at > now:  # clock skew: counted at the engine's time
-            bucket = floor(now / BUCKET_SECONDS)
-            future += 1
-        else:
-            bucket = floor(received_at / BUCKET_SECONDS)
-        message_id = None
-        if probes_pending or bucket >= horizon_cutoff:
-            message_id = normalize_message_id(raw_message_id)
-            replaced = note_trace((sender, message_id, recipient), bucket, horizon_cutoff)
-            if replaced is not None:
-                retract(Retraction(sender, message_id, replaced, not recipient_ours))
-        if ignored_statuses and status.lower() in ignored_statuses:
-            status_ignored += 1
-            continue
-        if bucket < day_cutoff:
-            stale += 1
-            continue
-        buckets = per_sender.get(sender)
-        if buckets is None:
-            buckets = per_sender[sender] = {}
-        buckets[bucket] = buckets.get(bucket, 0) + 1
-        if not recipient_ours:
-            tenant_rows[bucket] = tenant_rows.get(bucket, 0) + 1
-        if bucket >= message_cutoff:
-            if message_id is None:
-                message_id = normalize_message_id(raw_message_id)
-            key = (sender, bucket)
-            messages = message_rows.get(key)
-            if messages is None:
-                messages = message_rows[key] = {}
-            messages[message_id] = messages.get(message_id, 0) + 1
+    learnt = addresses.__getitem__
+    senders_known = list(map(learnt, columns.senders))
+    recipients_known = list(map(learnt, columns.recipients))
+    sender_ours = list(map(_OURS, senders_known))
+    recipient_ours = list(map(_OURS, recipients_known))
+    ways = Counter(zip(sender_ours, recipient_ours, strict=True))
     directions = {
-        Direction.OUTBOUND: outbound,
-        Direction.INTERNAL: internal,
-        Direction.INBOUND: inbound,
-        Direction.RELAY: relay,
+        Direction.OUTBOUND: ways[True, False],
+        Direction.INTERNAL: ways[True, True],
+        Direction.INBOUND: ways[False, True],
+        Direction.RELAY: ways[False, False],
     }
     sums.by_direction = {direction: n for direction, n in directions.items() if n}
-    sums.future_clamped, sums.stale, sums.status_ignored = future, stale, status_ignored
+    ours = ways[True, False] + ways[True, True]
+    if not ours:
+        return sums
+    if ours == len(columns):
+        senders = list(map(_ADDRESS, senders_known))
+        inside = recipient_ours
+        stamps = list(columns.received_at)
+        mine = columns
+    else:  # only our senders' rows count
+        senders = list(map(_ADDRESS, compress(senders_known, sender_ours)))
+        inside = list(compress(recipient_ours, sender_ours))
+        recipients_known = list(compress(recipients_known, sender_ours))
+        mine = columns.select(sender_ours)
+        stamps = list(mine.received_at)
+    if max(stamps) > now:  # clock skew: counted at the engine's time
+        sums.future_clamped = sum(stamp > now for stamp in stamps)
+        stamps = [min(stamp, now) for stamp in stamps]
+    buckets = list(map(floor, map(truediv, stamps, repeat(BUCKET_SECONDS))))
+    day_cutoff, message_cutoff, horizon_cutoff = cutoffs
+    newest = max(buckets)
+    # a trace row only matters to the probe ledger inside the match horizon, or when
+    # provisional probe rows wait for it (none are added while a batch is summed)
+    if probes.pending or newest >= horizon_cutoff:
+        _note_probe_rows(
+            sums,
+            probes,
+            senders=senders,
+            recipients=recipients_known,
+            message_ids=mine.message_ids,
+            buckets=buckets,
+            inside=inside,
+            horizon_cutoff=horizon_cutoff,
+            every_row=probes.pending > 0,
+        )
+    keep: list[bool] | None = None
+    if ignored_statuses:
+        ignored = list(map(_IgnoredStatuses(ignored_statuses).__getitem__, mine.statuses))
+        sums.status_ignored = sum(ignored)
+        if sums.status_ignored:
+            keep = [not flag for flag in ignored]
+    if min(buckets) < day_cutoff:
+        fresh = [bucket >= day_cutoff for bucket in buckets]
+        kept = fresh if keep is None else list(map(and_, keep, fresh))
+        sums.stale = (len(buckets) if keep is None else sum(keep)) - sum(kept)
+        keep = kept
+    message_ids: Sequence[str] = mine.message_ids
+    if keep is not None:
+        senders = list(compress(senders, keep))
+        buckets = list(compress(buckets, keep))
+        inside = list(compress(inside, keep))
+        message_ids = list(compress(message_ids, keep))
+    _count(sums, senders, buckets, inside)
+    if newest >= message_cutoff:
+        _count_messages(sums, senders, buckets, message_ids, message_cutoff)
     return sums
+
+
+def _note_probe_rows(
+    sums: BatchSums,
+    probes: ProbeLedger,
+    *,
+    senders: list[str],
+    recipients: list[tuple[str, bool]],
+    message_ids: Sequence[str],
+    buckets: list[int],
+    inside: list[bool],
+    horizon_cutoff: int,
+    every_row: bool,
+) -> None:
+    """Note the trace keys of the rows the probe ledger must see, in order; a row that
+    replaces a provisional probe row is retracted from the sums."""
+    note_trace, retract = probes.note_trace, sums.retractions.append
+    rows = zip(senders, recipients, message_ids, buckets, inside, strict=True)
+    for sender, (recipient, _), raw_message_id, bucket, recipient_ours in rows:
+        if not every_row and bucket < horizon_cutoff:
+            continue
+        message_id = normalize_message_id(raw_message_id)
+        replaced = note_trace((sender, message_id, recipient), bucket, horizon_cutoff)
+        if replaced is not None:
+            retract(Retraction(sender, message_id, replaced, not recipient_ours))
+
+
+def _count(sums: BatchSums, senders: list[str], buckets: list[int], inside: list[bool]) -> None:
+    """Rows per (sender, bucket, internal or not), and external rows per bucket."""
+    sums.rows = Counter(zip(senders, buckets, inside, strict=True))
+    sums.tenant_external = Counter(compress(buckets, map(not_, inside)))
+
+
+def _count_messages(
+    sums: BatchSums,
+    senders: list[str],
+    buckets: list[int],
+    message_ids: Sequence[str],
+    message_cutoff: int,
+) -> None:
+    """Rows per message id in each (sender, bucket) inside the message-rate lookback."""
+    message_rows = sums.messages
+    for sender, bucket, raw_message_id in zip(senders, buckets, message_ids, strict=True):
+        if bucket < message_cutoff:
+            continue
+        message_id = normalize_message_id(raw_message_id)
+        key = (sender, bucket)
+        messages = message_rows.get(key)
+        if messages is None:
+            messages = message_rows[key] = {}
+        messages[message_id] = messages.get(message_id, 0) + 1
+
+
+class _IgnoredStatuses(dict[str, bool]):
+    """status -> whether it is listed in the ignored statuses (compared lower-cased)."""
+
+    def __init__(self, ignored: Collection[str]) -> None:
+        super().__init__()
+        self._ignored = ignored
+
+    def __missing__(self, status: str) -> bool:
+        flag = self[status] = status.lower() in self._ignored
+        return flag

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
+from itertools import compress
 from typing import Any, NamedTuple
 
 
@@ -80,30 +80,90 @@ def excluded_reason(sender: str) -> ExcludedReason | None:
 
 def without_system_senders(
     rows: Iterable[RowFields], excluded: Counter[ExcludedReason]
-) -> list[RowFields]:
+) -> list[RowFields] | RowColumns:
     """`rows` minus those of system senders, each left out counted in `excluded` by reason.
 
-    Senders repeat: each distinct sender is judged once per batch, and a batch with no system
-    sender (the usual case) is handed on as it came, without a per-row Python step."""
-    batch = rows if isinstance(rows, list) else list(rows)
-    reasons = {
-        sender: reason
-        for sender in set(map(_SENDER, batch))
-        if (reason := excluded_reason(normalize_address(sender))) is not None
-    }
-    if not reasons:
+    Each distinct sender is judged once (and remembered across batches), and a batch with no
+    system sender (the usual case) is handed on as it came, without a per-row Python step."""
+    batch: list[RowFields] | RowColumns = (
+        rows if isinstance(rows, list | RowColumns) else RowColumns.of(rows)
+    )
+    columns = RowColumns.of(batch)
+    reasons = _SYSTEM_SENDERS
+    if len(reasons) > _SYSTEM_SENDERS_LIMIT:  # bounded: senders come from the network
+        reasons.clear()
+    judged = list(map(reasons.__getitem__, columns.senders))
+    if not any(judged):
         return batch
-    kept = []
-    for row in batch:
-        reason = reasons.get(row[0])
-        if reason is None:
-            kept.append(row)
-        else:
-            excluded[reason] += 1
-    return kept
+    excluded.update(filter(None, judged))
+    return columns.select([reason is None for reason in judged])
 
 
-_SENDER = itemgetter(0)
+class _SenderReasons(dict[str, "ExcludedReason | None"]):
+    """raw sender -> why its rows are excluded (None: counted), judged on first sight."""
+
+    def __missing__(self, sender: str) -> ExcludedReason | None:
+        reason = self[sender] = excluded_reason(normalize_address(sender))
+        return reason
+
+
+_SYSTEM_SENDERS = _SenderReasons()
+_SYSTEM_SENDERS_LIMIT = 1 << 17
+
+
+class RowColumns:
+    """Rows as columns, in `QuotaRow`'s field order: what the engine counts a column at a
+    time. Iterated, it gives each row's fields as a plain tuple."""
+
+    __slots__ = ("message_ids", "received_at", "recipients", "senders", "statuses")
+
+    def __init__(
+        self,
+        senders: Sequence[str],
+        recipients: Sequence[str],
+        message_ids: Sequence[str],
+        received_at: Sequence[float],
+        statuses: Sequence[str],
+    ) -> None:
+        self.senders = senders
+        self.recipients = recipients
+        self.message_ids = message_ids
+        self.received_at = received_at
+        self.statuses = statuses
+
+    @classmethod
+    def of(cls, rows: Iterable[RowFields]) -> RowColumns:
+        """`rows` as columns (as they are when they already are)."""
+        if isinstance(rows, RowColumns):
+            return rows
+        columns = list(zip(*rows, strict=True))
+        if not columns:
+            return cls((), (), (), (), ())
+        senders, recipients, message_ids, received_at, statuses = columns
+        return cls(senders, recipients, message_ids, received_at, statuses)
+
+    def __len__(self) -> int:
+        return len(self.senders)
+
+    def __iter__(self) -> Iterator[RowFields]:
+        return zip(
+            self.senders,
+            self.recipients,
+            self.message_ids,
+            self.received_at,
+            self.statuses,
+            strict=True,
+        )
+
+    def select(self, keep: Sequence[bool]) -> RowColumns:
+        """The rows whose flag in `keep` is true, in order."""
+        return RowColumns(
+            list(compress(self.senders, keep)),
+            list(compress(self.recipients, keep)),
+            list(compress(self.message_ids, keep)),
+            list(compress(self.received_at, keep)),
+            list(compress(self.statuses, keep)),
+        )
 
 
 def direction_of(sender: str, recipient: str, internal_domains: Collection[str]) -> Direction:
