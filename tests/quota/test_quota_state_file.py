@@ -213,6 +213,33 @@ def test_packed_buckets_are_read_back_as_saved() -> None:
     assert [(word >> 32, word & 0xFFFFFFFF) for word in external] == [(3, 7), (SAVED_MINUTE, 2)]
 
 
+def test_a_saved_state_reads_back_as_it_was() -> None:
+    from m365_smtp_exporter.quota.engine import EngineUsage, SenderUsageState
+
+    usage = EngineUsage(
+        {
+            f"user{i}@contoso.com": SenderUsageState(
+                array("Q", [3 << 32 | (i + 1), SAVED_MINUTE << 32 | 2]),
+                array("Q", [] if i else [4 << 32 | 9]),
+                {SAVED_MINUTE: {f"<m{i}@contoso.com>": 2}},
+            )
+            for i in range(3)
+        }
+    )
+    pieces = list(
+        state_file.encode_state(
+            tenant="contoso", tenant_id="tid", saved_at=1_000.0, puller=None, engine=usage
+        )
+    )
+
+    assert len(pieces) == 3 + 2  # written a sender at a time
+    document = state_file.check_document(
+        b"".join(pieces), tenant="contoso", tenant_id="tid", now=1_000.0, max_age=60.0
+    )
+    assert state_file.engine_usage(document, frozenset({"contoso.com"})) == usage
+    assert state_file.puller_state(document) is None
+
+
 def test_a_version_1_file_is_still_read() -> None:
     engine = {"senders": {"a@contoso.com": {"external": [[5, 2], [3, 1]], "internal": [[4, 9]]}}}
     document = orjson.loads(saved_document(version=1, engine=engine))

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -63,26 +63,30 @@ def encode_state(
     saved_at: float,
     puller: PullerState | None,
     engine: EngineUsage,
-) -> bytes:
-    document: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "tenant": tenant,
-        "tenant_id": tenant_id,
-        "saved_at": saved_at,
-        "engine": {
-            "senders": {
-                sender: {
-                    "external": _pack(usage.external),
-                    "internal": _pack(usage.internal),
-                    "messages": sorted(usage.messages.items()),
-                }
-                for sender, usage in engine.senders.items()
-            }
-        },
-        "puller": None if puller is None else _puller_document(puller),
-    }
-    return orjson.dumps(document)
+) -> Iterator[bytes]:
+    """The document in pieces, one sender at a time, for `write_atomically`: a big tenant's
+    state is written without a second copy of it in memory."""
+    head = orjson.dumps(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "tenant": tenant,
+            "tenant_id": tenant_id,
+            "saved_at": saved_at,
+            "puller": None if puller is None else _puller_document(puller),
+        }
+    )
+    yield head[:-1] + b',"engine":{"senders":{'
+    separator = b""
+    for sender, usage in engine.senders.items():
+        entry = {
+            "external": _pack(usage.external),
+            "internal": _pack(usage.internal),
+            "messages": sorted(usage.messages.items()),
+        }
+        yield separator + orjson.dumps(sender) + b":" + orjson.dumps(entry)
+        separator = b","
+    yield b"}}}"
 
 
 def _pack(words: array[int]) -> str:
@@ -109,13 +113,14 @@ def _puller_document(state: PullerState) -> dict[str, Any]:
     }
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: never a half-written file, even on a crash."""
+def write_atomically(path: Path, data: bytes | Iterable[bytes]) -> None:
+    """Replace `path` with `data` (bytes, or pieces written in turn): never a half-written
+    file, even on a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(data)
+            file.writelines([data] if isinstance(data, bytes) else data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
