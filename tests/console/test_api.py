@@ -16,6 +16,10 @@ from tests.support.prom import value
 HOSTILE = "550 5.7.1 <img src=x onerror=\"document.title='pwned'\"> & <script>alert(1)</script>"
 
 
+# The module's demo starts once: its tests share a test worker.
+pytestmark = pytest.mark.xdist_group("console-api")
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
     with live_demo(tmp_path_factory.mktemp("demo"), traffic=False) as running:

@@ -19,6 +19,10 @@ from tests.console.live_demo import LiveDemo, live_demo, wait_for
 NO_TRACE_LAG = DEMO_DELIVERY.model_copy(update={"trace_lag_seconds": 0.0})
 
 
+# The module's demo starts once: its tests share a test worker.
+pytestmark = pytest.mark.xdist_group("console-plan")
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
     with live_demo(
