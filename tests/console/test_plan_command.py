@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from m365_smtp_exporter.demo import DEMO_DELIVERY
+from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from tests.console.live_demo import LiveDemo, live_demo, wait_for
 
 # Trace rows show at once instead of after the demo's 20 s lag: `plan` pulls them itself.
@@ -56,10 +57,13 @@ def test_plan_with_one_trace_pull(live: LiveDemo) -> None:
 
     state = live.demo.emulator.state
 
-    def contoso_has_trace_rows() -> bool:
-        return bool(live.on_loop(lambda: state.trace_rows("contoso", 0.0, time.time() + 1)))
+    def contoso_has_pullable_rows() -> bool:
+        # a pull reaches up to its end margin before now: the row must be older than that
+        end = time.time() - DEFAULT_END_MARGIN - 1
+        return bool(live.on_loop(lambda: state.trace_rows("contoso", 0.0, end)))
 
-    wait_for(contoso_has_trace_rows, 60, "trace rows in the emulator")  # probe mail, 1-8 s delay
+    # probe mail: 1-8 s delivery delay, then the margin
+    wait_for(contoso_has_pullable_rows, 60, "trace rows a pull can see in the emulator")
     config = ["--config.file", str(live.demo.config_path)]
     query = ["--tenant", "contoso", "--sender", "probe@contoso.com", "--recipients", "500"]
     done = plan(*config, *query, "--json")
