@@ -113,6 +113,7 @@ class Demo:
         redactor: Redactor | None = None,
         traffic: bool = True,
         web_security: WebSecurity | None = None,
+        delivery: DeliveryBehaviour = DEMO_DELIVERY,
     ) -> None:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if work_dir is None:
@@ -124,7 +125,7 @@ class Demo:
             http_port=http_port,
             dns_port=dns_port,
             tls_dir=work_dir / "tls",
-            delivery=DEMO_DELIVERY,
+            delivery=delivery,
         )
         self._listen_address = listen_address
         self._redactor = redactor

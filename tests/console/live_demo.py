@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from m365_smtp_exporter.demo import Demo
+from m365_emulator.smtp.delivery import DeliveryBehaviour
+from m365_smtp_exporter.demo import DEMO_DELIVERY, Demo
 
 T = TypeVar("T")
 
@@ -29,6 +30,21 @@ class LiveDemo:
         self.base = f"http://127.0.0.1:{demo.exporter.bound_port}"
         self.control = f"{demo.emulator.http_url}/_emulator/smtp"
         self._tls = ssl.create_default_context(cafile=str(demo.emulator.ca_file))
+
+    def run_job(self, job_id: str) -> bool:
+        """Run a scheduled job (e.g. "probe:submission") now instead of waiting for its turn."""
+        exporter = self.demo.exporter
+        assert exporter is not None
+        future = asyncio.run_coroutine_threadsafe(exporter.scheduler.run_now(job_id), self.loop)
+        return future.result(timeout=120)
+
+    def on_loop(self, read: Callable[[], T]) -> T:
+        """`read()` evaluated on the demo's event loop thread (state is not thread-safe)."""
+
+        async def call() -> T:
+            return read()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=30)
 
     def get(self, path: str) -> tuple[int, dict[str, str], str]:
         try:
@@ -66,11 +82,13 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 
 @contextmanager
-def live_demo(work_dir: Path, *, traffic: bool) -> Iterator[LiveDemo]:
+def live_demo(
+    work_dir: Path, *, traffic: bool, delivery: DeliveryBehaviour = DEMO_DELIVERY
+) -> Iterator[LiveDemo]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="demo-loop", daemon=True)
     thread.start()
-    demo = Demo(listen_address="127.0.0.1:0", work_dir=work_dir, traffic=traffic)
+    demo = Demo(listen_address="127.0.0.1:0", work_dir=work_dir, traffic=traffic, delivery=delivery)
     try:
         asyncio.run_coroutine_threadsafe(demo.start(), loop).result(timeout=120)
         yield LiveDemo(demo, loop)

@@ -22,7 +22,8 @@ from tests.support.prom import value
 MARKER = "window.__notReloaded"
 HOSTILE = '550 5.7.1 <img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> denied'
 
-pytestmark = pytest.mark.slow
+# One browser and one demo for the module: its tests share a test worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console-browser")]
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from m365_smtp_exporter.demo import DEMO_DELIVERY
+from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from tests.console.live_demo import LiveDemo, live_demo, wait_for
+
+# Trace rows show at once instead of after the demo's 20 s lag: `plan` pulls them itself.
+NO_TRACE_LAG = DEMO_DELIVERY.model_copy(update={"trace_lag_seconds": 0.0})
+
+
+# The module's demo starts once: its tests share a test worker.
+pytestmark = pytest.mark.xdist_group("console-plan")
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDemo]:
-    with live_demo(tmp_path_factory.mktemp("demo"), traffic=False) as running:
+    with live_demo(
+        tmp_path_factory.mktemp("demo"), traffic=False, delivery=NO_TRACE_LAG
+    ) as running:
         yield running
 
 
@@ -43,12 +55,15 @@ def test_plan_through_a_running_exporter(live: LiveDemo) -> None:
 def test_plan_with_one_trace_pull(live: LiveDemo) -> None:
     assert live.demo.config_path is not None
 
-    def contoso_has_trace_rows() -> bool:
-        status = live.get_json("/api/v1/status")
-        tenant = next(t for t in status["tenants"] if t["name"] == "contoso")
-        return bool(tenant["trace"]["newest_row_at"])
+    state = live.demo.emulator.state
 
-    wait_for(contoso_has_trace_rows, 90, "trace rows in the emulator")  # probe mail, ~20 s lag
+    def contoso_has_pullable_rows() -> bool:
+        # a pull reaches up to its end margin before now: the row must be older than that
+        end = time.time() - DEFAULT_END_MARGIN - 1
+        return bool(live.on_loop(lambda: state.trace_rows("contoso", 0.0, end)))
+
+    # probe mail: 1-8 s delivery delay, then the margin
+    wait_for(contoso_has_pullable_rows, 60, "trace rows a pull can see in the emulator")
     config = ["--config.file", str(live.demo.config_path)]
     query = ["--tenant", "contoso", "--sender", "probe@contoso.com", "--recipients", "500"]
     done = plan(*config, *query, "--json")

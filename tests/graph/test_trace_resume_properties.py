@@ -26,6 +26,7 @@ from m365_smtp_exporter.graph.trace import GraphTracePages, PullResult, TracePul
 from m365_smtp_exporter.quota.limits import LimitName
 from m365_smtp_exporter.quota.tenant import TenantQuota
 from tests.support.clock import ManualClock
+from tests.support.examples import examples
 from tests.support.graph import CONTOSO, EmulatorTokens, HookTransport, graph_service, new_state
 from tests.support.trace import DOMAINS, Sink, trace_row
 
@@ -179,7 +180,7 @@ def brute_force_recipients(rows: list[TraceRow]) -> Counter[str]:
     return Counter(row.sender for row in rows)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=rows_strategy, plan=interruptions)
 def test_an_interrupted_backfill_completes_exactly(
     specs: list[tuple[int, str, str, int]], plan: list[Interruption]

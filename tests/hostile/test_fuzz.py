@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from m365_smtp_exporter.graph.errors import MalformedPageError
 from m365_smtp_exporter.graph.records import parse_trace_page
 from m365_smtp_exporter.smtp.replies import CATEGORIES, classify, code_label, parse_reply
+from tests.support.examples import examples
 
 from .promises import ENHANCED_CODE, assert_safe_text
 
@@ -44,7 +45,7 @@ _PIECES = st.sampled_from(
 _REPLY_TEXT = st.lists(st.one_of(_PIECES, st.text(max_size=5)), max_size=30).map("".join)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(code=st.integers(min_value=-100, max_value=1100), text=_REPLY_TEXT)
 def test_reply_parsing_never_raises_and_labels_stay_closed(code: int, text: str) -> None:
     reply = parse_reply(code, text)
@@ -72,7 +73,7 @@ _PAGE = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(page=_PAGE | _JSON, garbage=st.binary(max_size=40))
 def test_trace_page_parsing_never_crashes(page: object, garbage: bytes) -> None:
     encoded = json.dumps(page).encode()  # big integers too, which orjson refuses to read

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from m365_smtp_exporter.planner import Plan, PlanRequest, plan_campaign
 from m365_smtp_exporter.quota import QuotaEngine, QuotaLimits, QuotaRow
+from tests.support.examples import examples
 
 T0 = 1_767_225_600.0 + 37.0  # mid-minute, so partial minutes matter
 OURS = frozenset({"contoso.com"})
@@ -137,7 +138,7 @@ def expand(plan: Plan) -> list[tuple[int, int, int]]:
     ]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=rows_strategy, limits=limits_strategy, request=requests())
 def test_planner_matches_a_replay_of_the_raw_rows(
     rows: list[RawRow], limits: QuotaLimits, request: PlanRequest
