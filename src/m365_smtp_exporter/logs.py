@@ -30,7 +30,7 @@ _SENSITIVE_PATTERNS = (
 )
 
 
-_BASE64_RUN = "[A-Za-z0-9+/_-]*"
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-")
 # Tokens are renewed hourly: keep the recent ones only, a day's worth is plenty.
 _RUNTIME_SECRETS_KEPT = 64
 _MIN_SECRET = 4  # shorter values would redact ordinary words; they are no real secrets
@@ -60,12 +60,18 @@ def base64_cores(secret: str) -> set[str]:
 
 
 class _SecretSet:
-    """Secret values and the patterns that find them, plain or base64-encoded."""
+    """Secret values and the base64 fragments that betray them, found by substring search.
+
+    No regular expression: one over 64 kept tokens of a thousand characters (each with six
+    base64 fragments) took up to 2 s to compile at every token renewal, on the event loop,
+    and tried every alternative at every position of every text it redacted."""
 
     def __init__(self, keep: int | None = None, min_length: int = _MIN_SECRET) -> None:
         self._values: deque[str] = deque(maxlen=keep)
         self._min_length = min_length
-        self._pattern: re.Pattern[str] | None = None
+        # (plain values, base64 fragments), each longest first so that a secret containing
+        # another is removed whole; replaced as one tuple, read without the lock
+        self._needles: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
         self._lock = threading.Lock()
 
     def add(self, secrets: Iterable[str]) -> None:
@@ -74,20 +80,34 @@ class _SecretSet:
             if not fresh:
                 return
             self._values.extend(fresh)
-            alternatives: set[str] = set()
+            cores: set[str] = set()
             for secret in self._values:
-                alternatives.add(re.escape(secret))
-                alternatives.update(
-                    _BASE64_RUN + re.escape(core) + _BASE64_RUN + "={0,2}"
-                    for core in base64_cores(secret)
-                )
-            # longest first, so a secret containing another is removed whole
-            ordered = sorted(alternatives, key=len, reverse=True)
-            self._pattern = re.compile("|".join(ordered))
+                cores.update(base64_cores(secret))
+            self._needles = (
+                tuple(sorted(set(self._values), key=len, reverse=True)),
+                tuple(sorted(cores, key=len, reverse=True)),
+            )
 
     def redact(self, value: str) -> str:
-        pattern = self._pattern
-        return value if pattern is None else pattern.sub(_REDACTED, value)
+        plain, cores = self._needles
+        for secret in plain:
+            if secret in value:
+                value = value.replace(secret, _REDACTED)
+        for core in cores:
+            start = value.find(core)
+            while start != -1:
+                # the whole base64 run holding the fragment goes, with its padding
+                left, right = start, start + len(core)
+                while left > 0 and value[left - 1] in _BASE64_ALPHABET:
+                    left -= 1
+                while right < len(value) and value[right] in _BASE64_ALPHABET:
+                    right += 1
+                padding = 0
+                while padding < 2 and right < len(value) and value[right] == "=":
+                    right, padding = right + 1, padding + 1
+                value = value[:left] + _REDACTED + value[right:]
+                start = value.find(core, left + len(_REDACTED))
+        return value
 
 
 # Secrets learnt while running (bearer tokens, secrets read by a one-off `probe` command):
