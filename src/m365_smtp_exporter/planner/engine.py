@@ -126,12 +126,13 @@ class _Rolling:
         self._span = window.buckets
         self._existing = existing
         self._planned: dict[int, int] = {}
-        # buckets first - span .. first - 1; `advance(first)` adds bucket `first`
+        # the window at minute first - 1: buckets first - 1 - span .. first - 1;
+        # `advance(first)` then adds bucket `first` and drops bucket first - 1 - span
         self.total = sum(
             count
             for counts in existing
             for bucket, count in counts.items()
-            if first - self._span <= bucket < first
+            if first - 1 - self._span <= bucket < first
         )
 
     def _at(self, bucket: int) -> int:
