@@ -47,6 +47,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import trace_standin
+
 HOUR = 3600
 PAGE_SIZE = 5000
 CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces"
@@ -204,19 +207,9 @@ async def _run_exporter(
     from m365_smtp_exporter.tenants import TenantServices
 
     config = parse_config(
-        f"""
-tenants:
-  contoso:
-    tenant_id: 2f6a8b3c-1d4e-4f5a-9b6c-7d8e9f0a1b2c
-    client_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
-    client_secret: bench
-    graph_base_url: {base_url}/v1.0
-    graph_budget: {budget}
-    quota_state_file: {state_path}
-    accepted_domains: [contoso.com]
-    trace: {{interval: 1h, lookback: 24h, timeout: 1h}}
-    quota: {{licenses: 25}}
-"""
+        trace_standin.tenant_config(
+            base_url, f"    graph_budget: {budget}\n    quota_state_file: {state_path}\n"
+        )
     )
     shift = [0.0]
 

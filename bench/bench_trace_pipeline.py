@@ -74,19 +74,7 @@ async def _run_exporter(base_url: str, rows: int, conn: Connection) -> None:
     from m365_smtp_exporter.auth import StaticTokenProvider
     from m365_smtp_exporter.config import parse_config
 
-    config = parse_config(
-        f"""
-tenants:
-  contoso:
-    tenant_id: 2f6a8b3c-1d4e-4f5a-9b6c-7d8e9f0a1b2c
-    client_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
-    client_secret: bench
-    graph_base_url: {base_url}/v1.0
-    accepted_domains: [contoso.com]
-    trace: {{interval: 1h, lookback: 24h, timeout: 1h}}
-    quota: {{licenses: 25}}
-"""
-    )
+    config = parse_config(trace_standin.tenant_config(base_url))
     tenant = config.tenants["contoso"]
     # the budget is lifted for a speed measurement (the config caps it at Microsoft's 100)
     config.tenants["contoso"] = tenant.model_copy(update={"graph_budget": 1_000_000})

@@ -23,6 +23,23 @@ STATUSES = ("Delivered",) * 8 + ("Failed", "Pending", "FilteredAsSpam", "Quarant
 CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces"
 
 
+def tenant_config(base_url: str, extra: str = "") -> str:
+    """An exporter configuration with one tenant reading its trace from the stand-in at
+    `base_url` (a static token stands in for Entra ID); `extra` adds tenant settings, one
+    per line, indented like the others."""
+    return f"""
+tenants:
+  contoso:
+    tenant_id: 2f6a8b3c-1d4e-4f5a-9b6c-7d8e9f0a1b2c
+    client_id: a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d
+    client_secret: bench
+    graph_base_url: {base_url}/v1.0
+    accepted_domains: [contoso.com]
+    trace: {{interval: 1h, lookback: 24h, timeout: 1h}}
+    quota: {{licenses: 25}}
+{extra}"""
+
+
 def rows_json(rows: int, senders: int, now: float, seed: int = 7) -> list[dict[str, object]]:
     """`rows` trace rows over the last 23 h from `senders` senders, newest first."""
     rng = random.Random(seed)
