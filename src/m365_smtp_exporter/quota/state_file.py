@@ -24,7 +24,7 @@ import sys
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -266,8 +266,10 @@ def puller_state(document: Mapping[str, Any]) -> PullerState | None:
 
 
 def _pairs(value: object, what: str) -> array[int]:
-    """Version 1: `[[bucket, count], ...]`, as packed words."""
+    """Version 1: `[[bucket, count], ...]` (absent: none), as packed words."""
     counts: dict[int, int] = {}
+    if value is None:
+        return array("Q")
     for entry in _list(value, what):
         pair = _list(entry, what)
         if len(pair) != 2:
@@ -281,7 +283,9 @@ def _pairs(value: object, what: str) -> array[int]:
 
 def _words(value: object, what: str) -> array[int]:
     """Version 2: packed words, checked as the engine needs them (buckets strictly
-    ascending, every count above 0) before anything reaches it."""
+    ascending, every count above 0) before anything reaches it. Absent: none."""
+    if value is None:
+        return array("Q")
     try:
         raw = base64.b64decode(_str(value, what), validate=True)
     except ValueError:
@@ -329,8 +333,8 @@ def engine_usage(document: Mapping[str, Any], internal_domains: frozenset[str]) 
                 _str(mid, "message id"): _int(rows, "rows") for mid, rows in pair[1].items()
             }
         state = SenderUsageState(
-            buckets(usage.get("external", _EMPTY[buckets]), "external"),
-            buckets(usage.get("internal", _EMPTY[buckets]), "internal"),
+            buckets(usage.get("external"), "external"),
+            buckets(usage.get("internal"), "internal"),
             messages,
         )
         for words in (state.external, state.internal):
@@ -338,6 +342,3 @@ def engine_usage(document: Mapping[str, Any], internal_domains: frozenset[str]) 
                 raise StateRejectedError("corrupt", "a bucket after the file was saved")
         senders[sender] = state
     return EngineUsage(senders)
-
-
-_EMPTY: dict[Callable[[object, str], array[int]], object] = {_pairs: [], _words: ""}
