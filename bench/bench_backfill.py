@@ -172,17 +172,10 @@ async def _serve(rows: int, gap_rows: int, senders: int, conn: Connection) -> No
         per_sender, external = data.expected(int(request.query["le"]))
         return web.json_response({"senders": per_sender, "external": external})
 
-    app = web.Application()
-    app.router.add_get("/v1.0/admin/exchange/tracing/messageTraces", traces)
-    app.router.add_get("/stats", stats)
-    app.router.add_get("/expected", expected)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    conn.send(f"http://127.0.0.1:{runner.addresses[0][1]}")
-    await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
-    await runner.cleanup()
+    routes = {trace_standin.TRACES_PATH: traces, "/stats": stats, "/expected": expected}
+    async with trace_standin.listening(routes) as base_url:
+        conn.send(base_url)
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
 
 
 # ---- the exporter, in a child process ---------------------------------------------------

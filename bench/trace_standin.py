@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 
@@ -20,6 +22,8 @@ from aiohttp import web
 
 HOUR = 3600.0
 STATUSES = ("Delivered",) * 8 + ("Failed", "Pending", "FilteredAsSpam", "Quarantined")
+TRACES_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTEXT = "https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces"
 
 
@@ -106,15 +110,22 @@ async def _serve(rows: int, senders: int, page_size: int, conn: Connection) -> N
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"requests": served[0], "pages": len(bodies)})
 
+    async with listening({TRACES_PATH: traces, "/stats": stats}) as base_url:
+        bodies.extend(page_bodies(rows_json(rows, senders, time.time()), page_size, base_url))
+        conn.send((base_url, len(bodies)))
+        await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
+
+
+@asynccontextmanager
+async def listening(routes: Mapping[str, Handler]) -> AsyncIterator[str]:
+    """An aiohttp server on a free loopback port answering GET `routes`; yields its URL."""
     app = web.Application()
-    app.router.add_get("/v1.0/admin/exchange/tracing/messageTraces", traces)
-    app.router.add_get("/stats", stats)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    bodies.extend(page_bodies(rows_json(rows, senders, time.time()), page_size, base_url))
-    conn.send((base_url, len(bodies)))
-    await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
-    await runner.cleanup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
