@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,26 +24,38 @@ from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import parse_config
 from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from m365_smtp_exporter.quota import LimitName
+from tests.support.clock import ManualClock
 from tests.support.prom import promtool_check_metrics, value
 from tests.support.trace import add_rows, trace_row
 
 BATCH = 500
 END_MARGIN = DEFAULT_END_MARGIN
-# a full exporter against the emulator, waiting out the pull end margin in real time
+# a full exporter against the emulator, and a campaign of 10,000 recipients sent over SMTP
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def clock() -> ManualClock:
+    # Emulator and exporter share one clock that starts at real time (the tokens the emulator
+    # signs must also be valid for the token library's own clock) and moves when a test says.
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+async def emulator(clock: ManualClock) -> AsyncIterator[Emulator]:
     # no trace lag: rows are visible at once, so one pull after the sends sees them all
-    running = Emulator(delivery=DeliveryBehaviour(delay_seconds=0.0, trace_lag_seconds=0.0))
+    running = Emulator(
+        delivery=DeliveryBehaviour(delay_seconds=0.0, trace_lag_seconds=0.0), clock=clock
+    )
     await running.start()
     yield running
     await running.stop()
 
 
 @pytest.fixture
-async def exporter(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Exporter]:
+async def exporter(
+    emulator: Emulator, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Exporter]:
     secret = next(t for t in default_world().tenants if t.name == "contoso").client_secret
     (tmp_path / "secret").write_text(secret.get_secret_value())
     config = parse_config(
@@ -72,7 +85,7 @@ probes:
 """,
         env={},
     )
-    running = Exporter(config, listen_address="127.0.0.1:0")
+    running = Exporter(config, listen_address="127.0.0.1:0", clock=clock)
     await running.start()
     yield running
     await running.stop()
@@ -99,7 +112,7 @@ async def send_campaign_until_rejected(emulator: Emulator) -> tuple[int, str]:
 
 
 async def test_quota_headroom_matches_where_microsoft_starts_refusing(
-    emulator: Emulator, exporter: Exporter
+    emulator: Emulator, exporter: Exporter, clock: ManualClock
 ) -> None:
     services = exporter.tenants["contoso"]
     # the exporter's own probe counts against its sender once, not again from trace
@@ -109,7 +122,7 @@ async def test_quota_headroom_matches_where_microsoft_starts_refusing(
     accepted, refusal = await send_campaign_until_rejected(emulator)
     assert refusal.startswith("554 5.2.0") and "SubmissionQuotaExceeded" in refusal
 
-    await past_the_pull_end_margin()
+    past_the_pull_end_margin(clock)
     assert await services.pull_trace()
     snapshot = services.quota.engine.snapshot()
     campaign = snapshot.figure("campaign@contoso.com", LimitName.RECIPIENTS_PER_DAY)
@@ -159,14 +172,14 @@ async def test_quota_headroom_matches_where_microsoft_starts_refusing(
 
 
 async def test_graph_faults_are_counted_and_the_pull_catches_up(
-    emulator: Emulator, exporter: Exporter
+    emulator: Emulator, exporter: Exporter, clock: ManualClock
 ) -> None:
     from m365_emulator.graph.faults import EndpointKind, GraphFault
 
     services = exporter.tenants["contoso"]
     assert await services.pull_trace()
     await send_some_mail(emulator, 3)
-    await past_the_pull_end_margin()
+    past_the_pull_end_margin(clock)
     for fault in (GraphFault.UNAVAILABLE, GraphFault.MALFORMED_JSON, GraphFault.EXPIRED_TOKEN):
         emulator.graph_faults.inject(fault, count=10, endpoint=EndpointKind.TRACE)
         assert not await services.pull_trace()
@@ -188,11 +201,11 @@ async def test_graph_faults_are_counted_and_the_pull_catches_up(
     assert value(text, "m365_trace_pull_success", tenant="contoso") == 1
 
 
-async def past_the_pull_end_margin() -> None:
+def past_the_pull_end_margin(clock: ManualClock) -> None:
     # A pull reads up to a few seconds before now (a clock slightly ahead of Microsoft's
     # must never ask for the future) and whole seconds: let the rows just written fall
     # inside its window.
-    await asyncio.sleep(END_MARGIN + 1.5)
+    clock.advance(END_MARGIN + 1.5)
 
 
 async def send_some_mail(emulator: Emulator, count: int) -> None:

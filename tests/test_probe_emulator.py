@@ -7,7 +7,6 @@ import ssl
 import time
 import warnings
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiosmtplib
 import pytest
@@ -15,9 +14,9 @@ import pytest
 from m365_emulator.service import Emulator
 from m365_emulator.world import DEMO_PASSWORD
 from m365_smtp_exporter.auth import StaticTokenProvider
-from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
+from tests.support.smtp_emulator import probe_config
 
 
 @pytest.fixture
@@ -26,24 +25,6 @@ async def emulator() -> AsyncIterator[Emulator]:
     await running.start()
     yield running
     await running.stop()
-
-
-def probe_config(emulator: Emulator, **overrides: Any) -> ProbeConfig:
-    sender = overrides.pop("sender", "probe@contoso.com")
-    fields: dict[str, Any] = {
-        "name": "p",
-        "tenant": None,
-        "host": "127.0.0.1",
-        "port": emulator.smtp_port,
-        "ca_file": emulator.ca_file,
-        "auth": {"mechanism": "login", "username": sender, "password": DEMO_PASSWORD},
-        "mail_from": sender,
-        "rcpt_to": ["probe-inbox@contoso.com"],
-        "interval": 60,
-        "timeout": 5,
-    }
-    fields.update(overrides)
-    return ProbeConfig.model_validate(fields)
 
 
 def assert_failure(result: ProbeResult, phase: Phase, reason: Reason, category: str) -> None:

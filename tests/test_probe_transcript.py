@@ -13,7 +13,7 @@ from m365_emulator.service import Emulator
 from m365_smtp_exporter.probe_command import NOTHING_RECEIVED, format_result
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.tls import certificate_name
-from tests.test_probe_emulator import probe_config
+from tests.support.smtp_emulator import probe_config
 
 
 @pytest.fixture

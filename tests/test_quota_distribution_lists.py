@@ -6,7 +6,6 @@ See docs/quota-accuracy.md."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -28,28 +27,39 @@ from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import parse_config
 from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
 from m365_smtp_exporter.quota import LimitName
+from tests.support.clock import ManualClock
 
 SENDER = "user001@contoso.com"
 LIST = "customers@contoso.com"
 MEMBERS = 200
-DEADLINE = 30.0
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
+def clock() -> ManualClock:
+    # Emulator and exporter share one clock that starts at real time (the emulator's tokens
+    # must also be valid for the token library's own clock) and moves when the test says.
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+async def emulator(clock: ManualClock) -> AsyncIterator[Emulator]:
     members = [f"customer{n:03d}@customers.example" for n in range(MEMBERS)]
     world = default_world()
     world.distribution_lists.append(
         DistributionListConfig(address=LIST, tenant="contoso", members=members)
     )
-    running = Emulator(world, delivery=DeliveryBehaviour(delay_seconds=0.0, trace_lag_seconds=0.0))
+    running = Emulator(
+        world, delivery=DeliveryBehaviour(delay_seconds=0.0, trace_lag_seconds=0.0), clock=clock
+    )
     await running.start()
     yield running
     await running.stop()
 
 
 @pytest.fixture
-async def exporter(emulator: Emulator, tmp_path: Path) -> AsyncIterator[Exporter]:
+async def exporter(
+    emulator: Emulator, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Exporter]:
     secret = next(t for t in default_world().tenants if t.name == "contoso").client_secret
     (tmp_path / "secret").write_text(secret.get_secret_value())
     config = parse_config(
@@ -68,12 +78,7 @@ tenants:
 """,
         env={},
     )
-    # A clock ahead by the pull's end margin: the pull reaches up to the emulator's "now"
-    # (never past it: a window ending in the future is refused), so the test need not
-    # wait the margin out.
-    running = Exporter(
-        config, listen_address="127.0.0.1:0", clock=lambda: time.time() + DEFAULT_END_MARGIN
-    )
+    running = Exporter(config, listen_address="127.0.0.1:0", clock=clock)
     await running.start()
     yield running
     await running.stop()
@@ -89,28 +94,24 @@ async def send(emulator: Emulator, recipients: list[str], count: int) -> None:
             await client.sendmail(SENDER, recipients, f"Subject: news {n}\r\n\r\nx".encode())
 
 
-async def exporter_figure(exporter: Exporter, expected_rows: int) -> int:
-    """The sender's recipients_per_day once the pull has seen every trace row (the pull
-    reads up to a few seconds before now, so poll until the rows fall inside it)."""
+async def exporter_figure(exporter: Exporter, clock: ManualClock) -> int:
+    """The sender's recipients_per_day after one pull that reaches past every row sent (a
+    pull reads up to a few seconds before now, in whole seconds)."""
     services = exporter.tenants["contoso"]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while True:
-        await services.pull_trace()
-        figure = services.quota.engine.snapshot().figure(SENDER, LimitName.RECIPIENTS_PER_DAY)
-        if figure.used >= expected_rows or loop.time() > deadline:
-            return int(figure.used)
-        await asyncio.sleep(1.0)
+    clock.advance(DEFAULT_END_MARGIN + 1.5)
+    assert await services.pull_trace()
+    figure = services.quota.engine.snapshot().figure(SENDER, LimitName.RECIPIENTS_PER_DAY)
+    return int(figure.used)
 
 
 async def test_list_mail_is_over_counted_by_its_member_count(
-    emulator: Emulator, exporter: Exporter
+    emulator: Emulator, exporter: Exporter, clock: ManualClock
 ) -> None:
     messages = 3
     await send(emulator, [LIST, "probe-inbox@contoso.com"], messages)
     microsoft = emulator.smtp.ledger.recipients_last_day(SENDER)
     rows = [row for row in emulator.state.all_trace_rows() if row.sender == SENDER]
-    counted = await exporter_figure(exporter, len(rows))
+    counted = await exporter_figure(exporter, clock)
 
     assert microsoft == messages * 2  # the list and the direct recipient
     assert len(rows) == messages * (1 + MEMBERS + 1)  # expanded row, members, direct

@@ -18,6 +18,7 @@ from m365_smtp_exporter.cli import check_config
 from m365_smtp_exporter.config import load_config
 from m365_smtp_exporter.scheduler import JobScheduler, JobSpec
 from m365_smtp_exporter.store import ResultsStore
+from tests.support.clock import ManualClock
 from tests.support.prom import value
 
 PASSWORD = "cert-password-5e1f"
@@ -180,14 +181,6 @@ async def test_reload_endpoint_needs_the_lifecycle_flag(tmp_path: Path) -> None:
         await exporter.stop()
 
 
-class ManualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def spec(interval: float, runs: list[float], clock: Callable[[], float]) -> JobSpec:
     async def job() -> bool:
         runs.append(clock())
@@ -208,17 +201,17 @@ async def test_a_reload_storm_changing_the_interval_keeps_the_phase() -> None:
     scheduler.sync([spec(30.0, runs, clock)])
     assert scheduler.next_run_at("probe:p") == first
     assert await scheduler.run_now("probe:p")
-    last_run = clock.now
+    last_run = clock()
     for step in range(55):  # SIGHUPs every 0.2 s, each with another interval
-        clock.now += 0.2
+        clock.advance(0.2)
         interval = 60.0 - step % 7
         scheduler.sync([spec(interval, runs, clock)])
         planned = scheduler.next_run_at("probe:p")
         assert planned is not None and planned >= last_run + interval - 1e-6
     # an interval shorter than the time already waited: run now, not in the past
-    clock.now = last_run + 100.0
+    clock.set(last_run + 100.0)
     scheduler.sync([spec(10.0, runs, clock)])
-    assert scheduler.next_run_at("probe:p") == pytest.approx(clock.now)
+    assert scheduler.next_run_at("probe:p") == pytest.approx(clock())
     assert runs == [last_run]
     await scheduler.stop()
 

@@ -11,6 +11,7 @@ import pytest
 from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.web import WebLimits
+from tests.support.poll import eventually
 
 
 @pytest.fixture
@@ -91,14 +92,10 @@ async def test_connections_past_the_cap_are_closed_at_once() -> None:
             await held.wait_closed()
 
         # room again once some went away
-        async def answered() -> int:
-            while True:
-                try:
-                    return await scrape(port)
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-
-        assert await asyncio.wait_for(answered(), 5) == 200
+        answered = await eventually(
+            lambda: scrape(port), timeout=5, ignoring=(aiohttp.ClientError,)
+        )
+        assert answered == 200
     finally:
         for _, held in clients:
             held.close()

@@ -7,7 +7,6 @@ connection limit answers 432 4.3.2, and only the daily recipient limit answers 5
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import aiosmtplib
 import pytest
@@ -15,18 +14,11 @@ import pytest
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.state import EmulatorState
 from tests.support.clock import ManualClock
+from tests.support.poll import eventually
 from tests.support.smtp_emulator import PASSWORD, connected, logged_in, message
 
 INBOX = "probe-inbox@contoso.com"
 SENDER = "probe@contoso.com"
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition never met")
-        await asyncio.sleep(0.01)
 
 
 async def test_thirty_first_message_in_a_minute_is_delayed_not_refused(
@@ -38,7 +30,7 @@ async def test_thirty_first_message_in_a_minute_is_delayed_not_refused(
         errors, reply = await client.sendmail(SENDER, [INBOX], mail)
         assert errors == {} and reply.startswith("2.0.0 OK")
     held = asyncio.create_task(client.sendmail(SENDER, [INBOX], mail))
-    await wait_until(lambda: emulator.held_submissions[SENDER] == 1)
+    await eventually(lambda: emulator.held_submissions[SENDER] == 1)
     still_waiting = not held.done()
     # the next free slot: once the first second of the full minute has left the window
     wait = emulator.ledger.message_slot(SENDER, 30) - clock()
@@ -63,9 +55,9 @@ async def test_held_messages_queue_in_order_across_connections(
     clients = [await logged_in(emulator) for _ in range(2)]
     mail = message(SENDER, [INBOX])
     first = asyncio.create_task(clients[0].sendmail(SENDER, [INBOX], mail))
-    await wait_until(lambda: emulator.held_submissions[SENDER] == 1)
+    await eventually(lambda: emulator.held_submissions[SENDER] == 1)
     second = asyncio.create_task(clients[1].sendmail(SENDER, [INBOX], mail))
-    await wait_until(lambda: emulator.held_submissions[SENDER] == 2)
+    await eventually(lambda: emulator.held_submissions[SENDER] == 2)
     clock.advance(61)  # one slot frees for both: they were queued in the same second
     await asyncio.wait_for(asyncio.gather(first, second), 10.0)
     for client in clients:
@@ -85,7 +77,7 @@ async def test_lower_per_minute_limit_of_a_mailbox_is_honoured(
     for _ in range(2):
         await client.sendmail(SENDER, [INBOX], mail)
     held = asyncio.create_task(client.sendmail(SENDER, [INBOX], mail))
-    await wait_until(lambda: emulator.held_submissions[SENDER] == 1)
+    await eventually(lambda: emulator.held_submissions[SENDER] == 1)
     clock.advance(61)
     await asyncio.wait_for(held, 10.0)
     await client.quit()
@@ -175,9 +167,9 @@ async def test_client_that_hangs_up_while_held_frees_the_hold(
         emulator.ledger.record_history(SENDER, [INBOX], clock())
     client = await logged_in(emulator)
     held = asyncio.create_task(client.sendmail(SENDER, [INBOX], message(SENDER, [INBOX])))
-    await wait_until(lambda: emulator.held_submissions[SENDER] == 1)
+    await eventually(lambda: emulator.held_submissions[SENDER] == 1)
     client.close()
-    await wait_until(lambda: not emulator.held_submissions)
+    await eventually(lambda: not emulator.held_submissions)
     with pytest.raises(aiosmtplib.SMTPException):
         await held
     assert emulator.delayed_submissions[SENDER] == 1

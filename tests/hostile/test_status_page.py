@@ -3,13 +3,13 @@ the console shows the reply safely and without the echoed password."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
 
 from m365_smtp_exporter.app import Exporter
 from m365_smtp_exporter.config import load_config
+from tests.support.poll import eventually
 
 from .promises import UNSAFE, assert_no_secret
 from .smtp_server import LATIN1_BANNER, conversation, echoing_auth, hostile_smtp
@@ -50,14 +50,13 @@ probes:
         port = exporter.bound_port
         assert port is not None
         try:
-            deadline = asyncio.get_running_loop().time() + 15
-            while True:
+
+            async def probe_exported() -> str:
                 status, metrics = await get(port, "/metrics")
                 assert status == 200
-                if 'm365_smtp_probe_success{probe="hostile"' in metrics:
-                    break
-                assert asyncio.get_running_loop().time() < deadline, metrics
-                await asyncio.sleep(0.1)
+                return metrics if 'm365_smtp_probe_success{probe="hostile"' in metrics else ""
+
+            metrics = await eventually(probe_exported, timeout=15, interval=0.1)
             status, page = await get(port, "/")
         finally:
             await exporter.stop()

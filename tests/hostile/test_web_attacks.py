@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import bcrypt
+import pytest
 import trustme
 
 from m365_smtp_exporter.app import Exporter
@@ -19,22 +19,17 @@ from m365_smtp_exporter.config import Config
 from m365_smtp_exporter.web_auth import BasicAuthGuard
 from m365_smtp_exporter.web_config import WebSecurity
 from m365_smtp_exporter.web_config_watch import WebConfigWatcher
-from tests.test_web_security import Pki, fetch, pki, serving  # noqa: F401 -- fixture
+from tests.support.clock import ManualClock
+from tests.support.poll import eventually
+from tests.support.web import Pki, bcrypt_hash, fetch, server_pki, serving
 
 USER = "prometheus"
 PASSWORD = "canary-flood-Pw-7731"
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def bcrypt_hash(password: str, cost: int = 4) -> str:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return server_pki(tmp_path)
 
 
 async def test_a_flood_of_wrong_passwords_is_bounded_and_prometheus_gets_in() -> None:
@@ -59,10 +54,8 @@ async def test_a_flood_of_wrong_passwords_is_bounded_and_prometheus_gets_in() ->
                 *(attempt(attacker, USER, f"wrong-{i}") for i in range(120)),
                 *(attempt(attacker, f"nobody-{i}", "x") for i in range(30)),
             )
-            deadline = time.monotonic() + 30
-            while guard.refused_busy == 0:  # the flood has filled the attacker's share
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)
+            # the flood has filled the attacker's share
+            await eventually(lambda: guard.refused_busy > 0, timeout=30, interval=0.01)
             # while the flood goes on, Prometheus still gets its own slot
             assert await attempt(prometheus, USER, PASSWORD) == 200
             statuses = Counter(await asyncio.wait_for(flood, 60))
@@ -90,19 +83,19 @@ async def test_rotated_passwords_apply_without_a_restart(tmp_path: Path) -> None
 
         write(path, f"basic_auth_users: {{{USER}: '{bcrypt_hash('new-password')}'}}\n")
         assert (await fetch(base + "/metrics", auth=(USER, "old-password"))).status == 200
-        clock.now += 1.5  # checked at most once per second
+        clock.advance(1.5)  # checked at most once per second
         assert (await fetch(base + "/metrics", auth=(USER, "old-password"))).status == 401
         assert (await fetch(base + "/metrics", auth=(USER, "new-password"))).status == 200
 
         write(path, "basic_auth_users: {prometheus: not-a-bcrypt-hash}\nunknown: 1\n")
-        clock.now += 1.5
+        clock.advance(1.5)
         # a broken file keeps the previous settings in force
         assert (await fetch(base + "/metrics", auth=(USER, "new-password"))).status == 200
         assert (watcher.reloads, watcher.failures) == (1, 1)
 
 
 async def test_a_renewed_certificate_is_served_without_a_restart(
-    pki: Pki,  # noqa: F811 -- fixture
+    pki: Pki,
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "web.yml"
@@ -125,7 +118,7 @@ async def test_a_renewed_certificate_is_served_without_a_restart(
             b"".join(p.bytes() for p in leaf.cert_chain_pems)
         )
         leaf.private_key_pem.write_to_path(str(pki.directory / "server.key"))
-        clock.now += 1.5
+        clock.advance(1.5)
         trusting_renewed = ssl.create_default_context()
         renewed_ca.configure_trust(trusting_renewed)
         assert (await fetch(base + "/-/healthy", tls=trusting_renewed)).status == 200

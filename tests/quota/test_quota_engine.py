@@ -7,7 +7,6 @@ and a row in bucket B leaves the 24 h window at (B + 1441) * 60, i.e. T0 + 86,46
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pytest
 
@@ -20,19 +19,12 @@ from m365_smtp_exporter.quota import (
     QuotaSnapshot,
     RowFields,
 )
+from tests.support.clock import ManualClock
 
 T0 = 1_767_225_600.0
 OURS = frozenset({"contoso.com", "fabrikam.com"})
 A = "a@contoso.com"
 B = "b@fabrikam.com"
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def rows(
@@ -49,7 +41,7 @@ def internal(n: int, tag: str = "i") -> list[str]:
     return [f"{tag}{i}@contoso.com" for i in range(n)]
 
 
-def engine_at(clock: Clock, **limits: object) -> QuotaEngine:
+def engine_at(clock: ManualClock, **limits: object) -> QuotaEngine:
     return QuotaEngine(QuotaLimits(internal_domains=OURS, **limits), clock)  # type: ignore[arg-type]
 
 
@@ -58,7 +50,7 @@ def used(snapshot: QuotaSnapshot, sender: str, name: LimitName) -> int:
 
 
 def test_recipients_per_day_used_remaining_and_recovery() -> None:
-    clock = Clock(T0 + 7_300)
+    clock = ManualClock(T0 + 7_300)
     engine = engine_at(clock, recipients_per_day=10)
     engine.add_rows(rows(A, external(3), T0 + 10, "m1"))  # bucket B0
     engine.add_rows(rows(A, internal(4), T0 + 3_600, "m2"))  # B0 + 60
@@ -77,7 +69,7 @@ def test_recipients_per_day_used_remaining_and_recovery() -> None:
 
 
 def test_recovery_threshold_decides_how_many_buckets_must_expire() -> None:
-    clock = Clock(T0 + 7_300)
+    clock = ManualClock(T0 + 7_300)
     engine = engine_at(clock, recipients_per_day=10, recovery_threshold=0.5)
     engine.add_rows(rows(A, external(3), T0 + 10, "m1"))
     engine.add_rows(rows(A, external(4, "y"), T0 + 3_600, "m2"))
@@ -88,7 +80,7 @@ def test_recovery_threshold_decides_how_many_buckets_must_expire() -> None:
 
 
 def test_per_sender_override() -> None:
-    engine = engine_at(Clock(T0 + 60), recipients_per_day_overrides={"B@Fabrikam.com": 4})
+    engine = engine_at(ManualClock(T0 + 60), recipients_per_day_overrides={"B@Fabrikam.com": 4})
     engine.add_rows(rows(B, external(3), T0, "m1"))
     engine.add_rows(rows(A, external(3), T0, "m2"))
     snapshot = engine.snapshot()
@@ -98,7 +90,7 @@ def test_per_sender_override() -> None:
 
 
 def test_messages_per_minute_counts_distinct_messages_in_the_busiest_minute() -> None:
-    clock = Clock(T0 + 390)  # bucket B0 + 6
+    clock = ManualClock(T0 + 390)  # bucket B0 + 6
     engine = engine_at(clock, messages_per_minute=4, recovery_threshold=0.5)
     engine.add_rows(
         rows(A, external(5), T0 + 1, "m1")  # one message, five recipients
@@ -121,7 +113,7 @@ def test_messages_per_minute_counts_distinct_messages_in_the_busiest_minute() ->
 
 
 def test_late_rows_outside_the_lookback_do_not_count_as_message_rate() -> None:
-    engine = engine_at(Clock(T0 + 3_600), message_rate_lookback_seconds=600)
+    engine = engine_at(ManualClock(T0 + 3_600), message_rate_lookback_seconds=600)
     engine.add_rows(rows(A, external(1), T0 + 2_900, "old"))  # 11+ minutes before the clock
     engine.add_rows(rows(A, external(1), T0 + 3_000, "recent"))
     snapshot = engine.snapshot()
@@ -130,7 +122,7 @@ def test_late_rows_outside_the_lookback_do_not_count_as_message_rate() -> None:
 
 
 def test_tenant_external_and_spam_policy_caps() -> None:
-    clock = Clock(T0 + 1_800)
+    clock = ManualClock(T0 + 1_800)
     engine = engine_at(
         clock,
         external_recipients_per_day=10,
@@ -176,7 +168,7 @@ def test_tenant_external_and_spam_policy_caps() -> None:
 def test_every_status_counts_unless_ignored() -> None:
     statuses = ["Delivered", "failed", "filteredAsSpam", "PENDING", "expanded", "recalled"]
     statuses += ["gettingStatus", "quarantined", "unknownFutureValue", "somethingNew"]
-    clock = Clock(T0 + 60)
+    clock = ManualClock(T0 + 60)
     counting = engine_at(clock)
     skipping = engine_at(clock, ignored_statuses=frozenset({"Failed", "expanded"}))
     for engine in (counting, skipping):
@@ -190,7 +182,7 @@ def test_every_status_counts_unless_ignored() -> None:
 
 
 def test_stale_rows_are_ignored_and_future_rows_are_clamped_to_the_clock() -> None:
-    clock = Clock(T0 + 100_000)
+    clock = ManualClock(T0 + 100_000)
     engine = engine_at(clock, recipients_per_day=1, recovery_threshold=1.0)
     engine.add_rows(rows(A, external(1), T0, "old"))  # more than 24 h before the clock
     engine.add_rows(rows(A, external(1, "y"), T0 + 100_300, "future"))
@@ -203,17 +195,17 @@ def test_stale_rows_are_ignored_and_future_rows_are_clamped_to_the_clock() -> No
 
 
 def test_engine_clock_never_goes_backwards() -> None:
-    clock = Clock(T0 + 5_000)
+    clock = ManualClock(T0 + 5_000)
     engine = engine_at(clock)
     engine.add_rows(rows(A, external(1), T0 + 4_000, "m1"))
     assert engine.snapshot(T0).taken_at == T0 + 5_000
-    clock.now = T0 + 4_000
+    clock.set(T0 + 4_000)
     engine.add_rows(rows(A, external(1), T0 + 4_900, "m2"))
     assert engine.stats.rows_future_clamped == 0
 
 
 def test_idle_senders_are_dropped_but_still_answer_with_zero_usage() -> None:
-    clock = Clock(T0 + 60)
+    clock = ManualClock(T0 + 60)
     engine = engine_at(clock)
     engine.add_rows(rows(A, external(2), T0, "m1"))
     assert set(engine.snapshot().senders) == {A}
@@ -226,7 +218,7 @@ def test_idle_senders_are_dropped_but_still_answer_with_zero_usage() -> None:
 
 
 def test_addresses_are_case_insensitive() -> None:
-    engine = engine_at(Clock(T0 + 60))
+    engine = engine_at(ManualClock(T0 + 60))
     engine.add_rows(rows("A@CONTOSO.COM", ["X@Partner.Example"], T0, "m1"))
     engine.add_rows(rows(" a@contoso.com", ["x@partner.example"], T0, "m2"))
     snapshot = engine.snapshot()
@@ -235,14 +227,14 @@ def test_addresses_are_case_insensitive() -> None:
 
 
 def test_probe_send_counts_at_once_and_its_trace_rows_replace_it() -> None:
-    clock = Clock(T0 + 50)
+    clock = ManualClock(T0 + 50)
     engine = engine_at(clock, recipients_per_day=1, recovery_threshold=1.0)
     engine.record_probe_send(A, "probe-1@contoso.com", ["X@partner.example"], at=T0 + 50)
     first = engine.snapshot().figure(A, LimitName.RECIPIENTS_PER_DAY)
     assert first.used == 1
     assert first.recovery_seconds == 86_460 - 50  # counted in B0
 
-    clock.now = T0 + 600
+    clock.set(T0 + 600)
     trace = rows(A, ["x@partner.example"], T0 + 70, "<probe-1@contoso.com>")  # B0 + 1
     engine.add_rows(trace)
     replaced = engine.snapshot().figure(A, LimitName.RECIPIENTS_PER_DAY)
@@ -257,7 +249,7 @@ def test_probe_send_counts_at_once_and_its_trace_rows_replace_it() -> None:
 
 
 def test_probe_rows_without_trace_rows_stay_counted() -> None:
-    clock = Clock(T0 + 60)
+    clock = ManualClock(T0 + 60)
     engine = engine_at(clock)
     engine.record_probe_send(
         A, "p1", ["x@partner.example", "i@contoso.com", "x@partner.example"], T0
@@ -271,7 +263,7 @@ def test_probe_rows_without_trace_rows_stay_counted() -> None:
 
 
 def test_probe_reported_after_its_trace_row_or_twice_is_not_counted_again() -> None:
-    clock = Clock(T0 + 60)
+    clock = ManualClock(T0 + 60)
     engine = engine_at(clock)
     engine.add_rows(rows(A, ["x@partner.example"], T0, "<p1>"))
     engine.record_probe_send(A, "p1", ["x@partner.example"], T0)
@@ -282,14 +274,14 @@ def test_probe_reported_after_its_trace_row_or_twice_is_not_counted_again() -> N
 
 
 def test_trace_row_with_an_ignored_status_still_replaces_the_probe_row() -> None:
-    engine = engine_at(Clock(T0 + 60), ignored_statuses=frozenset({"failed"}))
+    engine = engine_at(ManualClock(T0 + 60), ignored_statuses=frozenset({"failed"}))
     engine.record_probe_send(A, "p1", ["x@partner.example"], T0)
     engine.add_rows(rows(A, ["x@partner.example"], T0, "p1", status="Failed"))
     assert engine.snapshot().senders == {}
 
 
 def test_probe_sends_from_outside_senders_and_stale_probes_are_ignored() -> None:
-    engine = engine_at(Clock(T0 + 100_000))
+    engine = engine_at(ManualClock(T0 + 100_000))
     engine.record_probe_send("x@outside.example", "p1", [A], T0 + 99_990)
     engine.record_probe_send(A, "p2", ["x@partner.example"], T0)  # older than 24 h
     assert engine.snapshot().senders == {}
@@ -300,20 +292,20 @@ def test_a_large_batch_counts_as_its_rows_fed_one_at_a_time() -> None:
     # a back-fill's shape: many senders and minutes in one batch, with rows of other
     # directions, ignored statuses, stale and future rows, and a pending probe mixed in
     rng = random.Random(11)
-    clock = Clock(T0 + 90_000)
+    clock = ManualClock(T0 + 90_000)
     senders = [f"s{i}@contoso.com" for i in range(40)] + ["X@Partner.Example "]
     recipients = external(30) + internal(10) + ["S1@CONTOSO.COM"]
     batch: list[RowFields] = []
     for message in range(2_000):
         sender = rng.choice(senders)
         skewed = rng.random() < 0.02  # stamped after the engine clock
-        at = clock.now + 45 if skewed else clock.now - rng.uniform(0, 90_000)
+        at = clock() + 45 if skewed else clock() - rng.uniform(0, 90_000)
         status = rng.choice(["delivered", "delivered", "failed", "pending"])
         for recipient in rng.sample(recipients, rng.randint(1, 3)):
             batch.append((sender, recipient, f"<m{message}@contoso.com>", at, status))
     one_shot, row_by_row = (engine_at(clock, ignored_statuses=frozenset({"pending"})) for _ in "ab")
     probe_sender, probe_recipient, probe_id, probe_at, _ = next(
-        row for row in reversed(batch) if row[0].startswith("s") and row[3] < clock.now
+        row for row in reversed(batch) if row[0].startswith("s") and row[3] < clock()
     )
     for engine in (one_shot, row_by_row):
         engine.record_probe_send(

@@ -32,6 +32,7 @@ from m365_smtp_exporter.quota import (
     QuotaSnapshot,
 )
 from m365_smtp_exporter.quota.rows import domain_of, normalize_message_id
+from tests.support.clock import ManualClock
 from tests.support.examples import examples
 
 T0 = 1_767_225_600.0
@@ -167,14 +168,6 @@ def engine_figures(snapshot: QuotaSnapshot) -> dict[tuple[str, str], tuple[int, 
     return {(f.sender, f.limit_name): values(f) for f in snapshot.all_figures()}
 
 
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # --- strategies -----------------------------------------------------------------------
 
 offsets = st.one_of(
@@ -257,11 +250,11 @@ def run(
     limits: QuotaLimits, steps: Sequence[Step], rng: random.Random
 ) -> tuple[QuotaEngine, Model, float]:
     """Feed both, shuffling and splitting each batch, the probe report anywhere around it."""
-    clock = Clock()
+    clock = ManualClock(T0)
     engine = QuotaEngine(limits, clock, probe_match_horizon_seconds=HORIZON)
     model = Model(limits)
     for step in steps:
-        clock.now += step.advance
+        clock.advance(step.advance)
         batch = list(step.rows)
         rng.shuffle(batch)
         split = rng.randint(0, len(batch))
@@ -271,11 +264,11 @@ def run(
         for part in parts:
             if part is not None:
                 engine.add_rows(part)
-                model.add_rows(part, clock.now)
+                model.add_rows(part, clock())
             elif step.probe is not None:
                 engine.record_probe_send(*step.probe)
-                model.probe(*step.probe, now=clock.now)
-    return engine, model, clock.now
+                model.probe(*step.probe, now=clock())
+    return engine, model, clock()
 
 
 SETTINGS = settings(
@@ -333,7 +326,7 @@ def test_a_restarted_engine_fed_the_same_rows_in_another_order_agrees(
         plain_steps.append(Step(step.advance, rows, None))
     first, _, now = run(limits, plain_steps, rng)
     rng.shuffle(replay)
-    restarted = QuotaEngine(limits, Clock(now), probe_match_horizon_seconds=HORIZON)
+    restarted = QuotaEngine(limits, ManualClock(now), probe_match_horizon_seconds=HORIZON)
     restarted.add_rows(replay)
     for at in (now, now + later):
         assert engine_figures(restarted.snapshot(at)) == engine_figures(first.snapshot(at))
@@ -372,21 +365,21 @@ def test_snapshots_between_batches_equal_a_recount(
     """Snapshots are incremental (unchanged senders keep their figures): taken after every
     step, sometimes twice or a little later, each still equals a brute-force recount."""
     limits, steps, later = scenario
-    clock = Clock()
+    clock = ManualClock(T0)
     engine = QuotaEngine(limits, clock, probe_match_horizon_seconds=HORIZON)
     model = Model(limits)
     for number, step in enumerate(steps):
-        clock.now += step.advance
+        clock.advance(step.advance)
         engine.add_rows(step.rows)
-        model.add_rows(step.rows, clock.now)
+        model.add_rows(step.rows, clock())
         if step.probe is not None:
             engine.record_probe_send(*step.probe)
-            model.probe(*step.probe, now=clock.now)
-        assert engine_figures(engine.snapshot()) == model.snapshot(clock.now)
+            model.probe(*step.probe, now=clock())
+        assert engine_figures(engine.snapshot()) == model.snapshot(clock())
         if peeks:
-            clock.now += peeks[number % len(peeks)]
-            assert engine_figures(engine.snapshot()) == model.snapshot(clock.now)
-    assert engine_figures(engine.snapshot(clock.now + later)) == model.snapshot(clock.now + later)
+            clock.advance(peeks[number % len(peeks)])
+            assert engine_figures(engine.snapshot()) == model.snapshot(clock())
+    assert engine_figures(engine.snapshot(clock() + later)) == model.snapshot(clock() + later)
 
 
 @SETTINGS

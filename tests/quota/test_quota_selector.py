@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +19,7 @@ from m365_smtp_exporter.quota import (
     select_series,
 )
 from m365_smtp_exporter.quota.cardinality import SeriesSelector
+from tests.support.clock import ManualClock
 from tests.support.examples import examples
 
 T0 = 1_767_225_600.0
@@ -31,14 +31,6 @@ ADVANCES = st.sampled_from([0, 1, 30, 60, 61, 600, 3_540, 3_660, 43_200, 86_400,
 OFFSETS = st.one_of(
     st.integers(-120, 0), st.integers(-3_700, -3_500), st.integers(-86_460, -86_300)
 )
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @st.composite
@@ -88,13 +80,13 @@ def test_the_selection_by_delta_equals_select_series_from_scratch(
     expiring, crossing the top-N boundary), the maintained selection and `__other__` sums
     equal `select_series` of the same snapshot, figure for figure and in order."""
     limits, steps = history
-    clock = Clock()
+    clock = ManualClock(T0)
     engine = QuotaEngine(limits, clock)
     selection = SenderSelection(configured, top_n, hash_senders=hashed, hash_salt="s")
     selector = SeriesSelector(selection)
     for advance, rows in steps:
-        clock.now += advance
-        engine.add_rows(row._replace(received_at=clock.now + row.received_at) for row in rows)
+        clock.advance(advance)
+        engine.add_rows(row._replace(received_at=clock() + row.received_at) for row in rows)
         snapshot = engine.snapshot()
         groups = selector.update(snapshot, selection)
         assert tuple(f for group in groups for f in group) == select_series(snapshot, selection)
@@ -109,12 +101,12 @@ def test_a_new_selection_or_a_missed_snapshot_is_taken_from_scratch(
     skip_every: int,
 ) -> None:
     limits, steps = history
-    clock = Clock()
+    clock = ManualClock(T0)
     engine = QuotaEngine(limits, clock)
     selector = SeriesSelector(SenderSelection())
     for number, (advance, rows) in enumerate(steps):
-        clock.now += advance
-        engine.add_rows(row._replace(received_at=clock.now + row.received_at) for row in rows)
+        clock.advance(advance)
+        engine.add_rows(row._replace(received_at=clock() + row.received_at) for row in rows)
         snapshot = engine.snapshot()
         if skip_every and number % skip_every == 0:
             continue  # a snapshot the selector never sees: the next delta does not follow

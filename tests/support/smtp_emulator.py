@@ -8,8 +8,10 @@ from typing import Any
 
 import aiosmtplib
 
+from m365_emulator.service import Emulator
 from m365_emulator.smtp.server import SmtpEmulator
 from m365_emulator.world import DEMO_PASSWORD
+from m365_smtp_exporter.config import ProbeConfig
 
 PASSWORD = DEMO_PASSWORD
 
@@ -54,3 +56,23 @@ def message(sender: str, recipients: list[str], subject: str = "probe") -> bytes
         f"From: {sender}\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
         f"Message-ID: <{subject.replace(' ', '-')}@probe-host>\r\n\r\nbody of {subject}\r\n"
     ).encode()
+
+
+def probe_config(emulator: Emulator, **overrides: Any) -> ProbeConfig:
+    """The exporter's probe aimed at the emulator's submission endpoint (LOGIN as the
+    probe mailbox); keyword overrides replace any field."""
+    sender = overrides.pop("sender", "probe@contoso.com")
+    fields: dict[str, Any] = {
+        "name": "p",
+        "tenant": None,
+        "host": "127.0.0.1",
+        "port": emulator.smtp_port,
+        "ca_file": emulator.ca_file,
+        "auth": {"mechanism": "login", "username": sender, "password": DEMO_PASSWORD},
+        "mail_from": sender,
+        "rcpt_to": ["probe-inbox@contoso.com"],
+        "interval": 60,
+        "timeout": 5,
+    }
+    fields.update(overrides)
+    return ProbeConfig.model_validate(fields)
