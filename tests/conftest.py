@@ -33,11 +33,12 @@ from tests.support.graph import (
     new_state,
 )
 
-# `dev` (the local default) tries half of Hypothesis' usual examples; `ci` twice as many,
-# with no per-example deadline on a shared runner, and prints the blob that replays a
-# failure. HYPOTHESIS_PROFILE names one; CI=true picks `ci`. Tests that set their own
-# max_examples scale it with `tests.support.examples.examples()`.
-settings.register_profile("dev", max_examples=BASE_EXAMPLES // 2)
+# `dev` (the local default) tries a quarter of Hypothesis' usual examples: a broken property
+# fails within them, and the search for rarer cases is CI's job. `ci` tries twice the usual
+# count (eight times dev's), with no per-example deadline on a shared runner, and prints the
+# blob that replays a failure. HYPOTHESIS_PROFILE names one; CI=true picks `ci`. Tests that
+# set their own max_examples scale it with `tests.support.examples.examples()`.
+settings.register_profile("dev", max_examples=BASE_EXAMPLES // 4)
 settings.register_profile("ci", max_examples=BASE_EXAMPLES * 2, deadline=None, print_blob=True)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
     "ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "dev"

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from m365_smtp_exporter.demo import DEMO_DELIVERY
-from m365_smtp_exporter.graph.trace import DEFAULT_END_MARGIN
-from tests.console.live_demo import LiveDemo, live_demo, wait_for
+from tests.console.live_demo import LiveDemo, live_demo
+from tests.support.trace import add_rows, trace_row
 
 # Trace rows show at once instead of after the demo's 20 s lag: `plan` pulls them itself.
 NO_TRACE_LAG = DEMO_DELIVERY.model_copy(update={"trace_lag_seconds": 0.0})
@@ -56,14 +56,16 @@ def test_plan_with_one_trace_pull(live: LiveDemo) -> None:
     assert live.demo.config_path is not None
 
     state = live.demo.emulator.state
-
-    def contoso_has_pullable_rows() -> bool:
-        # a pull reaches up to its end margin before now: the row must be older than that
-        end = time.time() - DEFAULT_END_MARGIN - 1
-        return bool(live.on_loop(lambda: state.trace_rows("contoso", 0.0, end)))
-
-    # probe mail: 1-8 s delivery delay, then the margin
-    wait_for(contoso_has_pullable_rows, 60, "trace rows a pull can see in the emulator")
+    # A row sent two minutes ago: old enough for a pull, which reaches up to its end margin
+    # before now (the demo's own probe mail would take its 1-8 s delivery delay and that
+    # margin to show up).
+    sent = trace_row(
+        time.time() - 120,
+        tenant="contoso",
+        sender="probe@contoso.com",
+        recipient="probe-inbox@contoso.com",
+    )
+    live.on_loop(lambda: add_rows(state, [sent]))
     config = ["--config.file", str(live.demo.config_path)]
     query = ["--tenant", "contoso", "--sender", "probe@contoso.com", "--recipients", "500"]
     done = plan(*config, *query, "--json")

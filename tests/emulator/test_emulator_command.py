@@ -34,14 +34,26 @@ class RunningEmulator:
         return self.endpoints["emulator CA"]
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_dns_port() -> int:
+    """A port free for both UDP and TCP: the emulator's DNS serves both, and a port picked
+    for UDP alone may be some other test's TCP listener."""
+    while True:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        ):
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
-async def start(*args: str) -> RunningEmulator:
+async def start(*args: str, ready: bool = True) -> RunningEmulator:
+    """The `emulator` command in its own process, once it printed its endpoints (`ready`)
+    or ended."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -59,6 +71,11 @@ async def start(*args: str) -> RunningEmulator:
     endpoints: dict[str, str] = {}
     while True:
         line = (await asyncio.wait_for(process.stdout.readline(), DEADLINE)).decode()
+        if not line and ready:
+            # ended before saying it is ready: show why (a port in use, ...)
+            assert process.stderr is not None
+            stderr = await asyncio.wait_for(process.stderr.read(), DEADLINE)
+            raise AssertionError(f"the emulator ended at start: {stderr.decode()[-2000:]}")
         if not line or line.startswith("press Ctrl-C"):
             break
         name, _, value = line.partition(":")
@@ -68,7 +85,7 @@ async def start(*args: str) -> RunningEmulator:
 
 @pytest.fixture
 async def dns_port() -> int:
-    return free_udp_port()
+    return free_dns_port()
 
 
 @pytest.fixture
@@ -134,7 +151,7 @@ async def test_control_api_with_curl_as_documented(running: RunningEmulator) -> 
 async def test_unusable_world_file_names_the_field(tmp_path: Path) -> None:
     world = tmp_path / "world.yml"
     world.write_text("tenants:\n  - name: t\n    tenant_id: x\n", encoding="utf-8")
-    emulator = await start("--emulator.dns-port", "0", "--emulator.world", str(world))
+    emulator = await start("--emulator.dns-port", "0", "--emulator.world", str(world), ready=False)
     code = await asyncio.wait_for(emulator.process.wait(), DEADLINE)
     assert emulator.process.stderr is not None
     err = (await emulator.process.stderr.read()).decode()
