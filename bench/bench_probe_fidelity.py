@@ -182,7 +182,7 @@ async def measure(
     probes = exporter.subsystem(ProbesSubsystem)
     context = ssl.create_default_context(cafile=ca_file)
     loop = asyncio.get_running_loop()
-    lags: list[float] = []
+    lags: list[tuple[float, float]] = []  # (when, lag)
     tasks = [asyncio.create_task(scrape_server.tick(lags))]
     with contextmanager_if(
         loaded,
@@ -257,7 +257,7 @@ def quantile(values: list[float], q: float) -> float:
 def report(mode: str, figures: dict[str, Any]) -> None:
     samples = figures["samples"]
     probe, n = samples["probe"], len(samples["probe"])
-    lags = [lag * 1000 for lag in figures["lags"]]
+    lags = [lag * 1000 for _, lag in figures["lags"]]
     print(
         f"\n{mode}: {n} rounds, {figures['failures']} probe failures; loop lag p99 "
         f"{quantile(lags, 0.99):.1f} ms, max {max(lags):.1f} ms"

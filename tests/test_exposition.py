@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import zlib
 from collections.abc import Iterator
@@ -137,6 +138,22 @@ def test_accept_encoding(header: str | None, gzip: bool) -> None:
     assert accepts_gzip(header) is gzip
 
 
+async def test_a_body_in_pieces_is_served_whole_plain_and_gzip() -> None:
+    pieces = [
+        b"# HELP a x\n# TYPE a gauge\n",
+        b"a 1.0\n",
+        b"",
+        b"# HELP b y\n# TYPE b gauge\nb 2\n",
+    ]
+    chunk = Chunk("pieces", lambda: [], snapshot=lambda: lambda fmt: pieces)
+    exposition = Exposition([chunk])
+    plain = await exposition.scrape(TEXT, compress=False)
+    compressed = await exposition.scrape(TEXT, compress=True)
+    assert plain.startswith(b"".join(pieces))
+    assert gzip.decompress(compressed) == b"".join(pieces)  # every member, the live one too
+    assert value(plain, "a") == 1.0 and value(plain, "b") == 2.0
+
+
 async def test_a_large_chunk_renders_in_a_worker_thread_and_scrapes_never_wait_for_it() -> None:
     rendered_in: list[int] = []
     release = threading.Event()
@@ -145,10 +162,10 @@ async def test_a_large_chunk_renders_in_a_worker_thread_and_scrapes_never_wait_f
     def snapshot() -> Renderer:
         captured = data["value"]  # taken on the loop
 
-        def render(fmt: Format) -> bytes:
+        def render(fmt: Format) -> list[bytes]:
             rendered_in.append(threading.get_ident())
             release.wait(10)  # a slow render
-            return encode(gauge("big", captured), fmt)
+            return [encode(gauge("big", captured), fmt)]
 
         return render
 

@@ -131,6 +131,12 @@ def _render_series(
 
 
 def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
+    return b"".join(quota_text_parts(tenants))
+
+
+def quota_text_parts(tenants: Iterable[QuotaSource]) -> list[bytes]:
+    """The quota families' text as the pieces it is made of (cached blocks of senders), not
+    joined: the exposition writes and compresses them one by one."""
     families: tuple[list[bytes], ...] = ([], [], [], [], [])
     probe: list[str] = []
     enforced: list[str] = []
@@ -156,4 +162,4 @@ def quota_text(tenants: Iterable[QuotaSource]) -> bytes:
     tails = ((PROBE_FAMILY, probe), (ENFORCED_FAMILY, enforced))
     for (name, help_text), lines in tails:
         parts.append((_head(name, help_text) + "".join(lines)).encode())
-    return b"".join(parts)
+    return parts

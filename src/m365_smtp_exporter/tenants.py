@@ -40,7 +40,7 @@ from m365_smtp_exporter.quota.metrics import (
 )
 from m365_smtp_exporter.quota.rows import RowFields
 from m365_smtp_exporter.quota.tenant import TenantQuota, selection_from_config
-from m365_smtp_exporter.quota_text import quota_text
+from m365_smtp_exporter.quota_text import quota_text_parts
 from m365_smtp_exporter.scheduler import JobSpec
 from m365_smtp_exporter.subsystem import Change, Context, SubsystemError
 
@@ -278,7 +278,7 @@ class TenantsSubsystem:
             _QuotaView(q.name, q.series, q.selection, q.probe_recipients, q.limit_enforced)
             for q in (s.quota for s in self.services.values())
         ]
-        return lambda _fmt: quota_text(views)
+        return lambda _fmt: quota_text_parts(views)
 
     async def sync(self, config: Config) -> Change:
         probes = self._context.active_probes(config)
