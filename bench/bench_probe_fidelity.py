@@ -48,7 +48,7 @@ import aiosmtplib
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import bench_probe_rate, bench_scrape, scrape_server
 
-from m365_smtp_exporter.app import Exporter, freeze_long_lived_objects
+from m365_smtp_exporter.app import GIL_SWITCH_INTERVAL, Exporter, freeze_long_lived_objects
 from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import ProbeConfig, parse_config
 from m365_smtp_exporter.probes.subsystem import ProbesSubsystem
@@ -196,6 +196,7 @@ async def measure(
             services.refresh_quota()
             gc.collect()  # what serve_forever does after start-up
             gc.freeze()
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # and before it
             tasks.append(
                 asyncio.create_task(
                     scrape_server.change_every_second(exporter, services, args.senders, False)

@@ -122,6 +122,7 @@ def run_case(
     source: str | None = None,
     top_senders: int | None = None,
     scraper: str = "curl",
+    switch: float | None = None,
 ) -> Case:
     """One exporter process (the code under `source` when given) and one scraper process."""
     env = dict(os.environ)
@@ -139,6 +140,7 @@ def run_case(
             str(duration),
             *(["--freeze"] if freeze else []),
             *(["--top-senders", str(top_senders)] if top_senders is not None else []),
+            *(["--switch", str(switch)] if switch is not None else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -249,6 +251,9 @@ def main() -> int:
         default="curl" if shutil.which("curl") else "aiohttp",
         help="curl (a compiled client, like Prometheus) or a Python aiohttp client",
     )
+    parser.add_argument(
+        "--switch", type=float, help="the exporter's GIL switch interval, s (default: its own)"
+    )
     args = parser.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(client(args.client, args.duration))))
@@ -271,7 +276,14 @@ def main() -> int:
         for senders, mode, freeze in plan:
             for source in sources:  # before and after alternate, case by case
                 case = run_case(
-                    senders, mode, args.duration, freeze, source, args.top_senders, args.scraper
+                    senders,
+                    mode,
+                    args.duration,
+                    freeze,
+                    source,
+                    args.top_senders,
+                    args.scraper,
+                    args.switch,
                 )
                 cases.append(case)
                 ok = row(case) and ok

@@ -32,7 +32,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
-from m365_smtp_exporter.app import Exporter, freeze_long_lived_objects
+from m365_smtp_exporter.app import GIL_SWITCH_INTERVAL, Exporter, freeze_long_lived_objects
 from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.collector import StoreCollector
 from m365_smtp_exporter.config import parse_config
@@ -188,10 +188,16 @@ async def main() -> int:
     parser.add_argument("--senders", type=int, default=10_000)
     parser.add_argument("--mode", choices=("subsystems", "baseline", "floor"), default="subsystems")
     parser.add_argument("--duration", type=float, default=20.0)
-    parser.add_argument("--freeze", action="store_true", help="gc.freeze() after the fill")
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="a running exporter's policies: gc.freeze() after the fill, its GIL switch interval",
+    )
     parser.add_argument("--switch", type=float, default=None, help="sys.setswitchinterval")
     parser.add_argument("--top-senders", type=int, default=None, help="default: every sender")
     args = parser.parse_args()
+    if args.freeze:
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # what `serve_forever` sets
     if args.switch:
         sys.setswitchinterval(args.switch)
     first = FirstScrape()

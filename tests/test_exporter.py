@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from m365_smtp_exporter.app import Exporter, parse_listen_address
-from m365_smtp_exporter.config import load_config
+from m365_smtp_exporter.app import GIL_SWITCH_INTERVAL, Exporter, parse_listen_address
+from m365_smtp_exporter.config import Config, load_config
 from m365_smtp_exporter.logs import Redactor, configure_logging
 from tests.support.poll import eventually
 from tests.support.prom import promtool_check_metrics, value
@@ -179,3 +182,19 @@ def test_listen_address_parsing() -> None:
     assert parse_listen_address("[::1]:9587") == ("::1", 9587)
     with pytest.raises(ValueError, match="expected"):
         parse_listen_address("9587")
+
+
+async def test_run_gives_the_event_loop_the_gil_sooner_and_freezes_start_up_objects() -> None:
+    switch_interval = sys.getswitchinterval()
+    exporter = Exporter(Config(), listen_address="127.0.0.1:0")
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(exporter.serve_forever(stop))
+    try:
+        await eventually(lambda: gc.get_freeze_count() > 0 or running.done())
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL)
+        assert switch_interval > GIL_SWITCH_INTERVAL  # CPython's default is 5 ms
+    finally:
+        stop.set()
+        await running
+        sys.setswitchinterval(switch_interval)
+        gc.unfreeze()

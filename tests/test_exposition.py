@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from m365_smtp_exporter import exposition as exposition_module
 from m365_smtp_exporter.collector import exporter_metrics, probe_metrics
 from m365_smtp_exporter.exposition import (
     OPENMETRICS_EOF,
@@ -18,8 +19,10 @@ from m365_smtp_exporter.exposition import (
     Chunk,
     Exposition,
     Format,
+    GzipMembers,
     Renderer,
     accepts_gzip,
+    coalesce,
     encode,
 )
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason, RejectedReply, Reply
@@ -136,6 +139,35 @@ async def test_openmetrics_is_negotiated_and_ends_with_one_eof() -> None:
 )
 def test_accept_encoding(header: str | None, gzip: bool) -> None:
     assert accepts_gzip(header) is gzip
+
+
+def test_gzip_members_are_reused_for_parts_that_come_back() -> None:
+    members = GzipMembers()
+    kept, changed = b"a 1\n" * 100, b"b 2\n" * 100
+    first = members.compress([kept, changed, b""])
+    compressed: list[bytes] = []
+    real = exposition_module.gzip_member
+
+    def counting(data: bytes) -> bytes:
+        compressed.append(data)
+        return real(data)
+
+    again = b"b 3\n" * 100
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exposition_module, "gzip_member", counting)
+        second = members.compress([kept, again])
+    assert compressed == [again]  # only the new part
+    assert gzip.decompress(first) == kept + changed
+    assert gzip.decompress(second) == kept + again
+    assert gzip.decompress(members.compress([])) == b""
+
+
+def test_pieces_are_joined_up_to_the_piece_size_and_large_ones_are_not_copied() -> None:
+    large = b"x" * 10
+    pieces = list(coalesce([b"a", b"b", large, b"ccc", b"d"], size=4))
+    assert pieces == [b"ab", large, b"cccd"]
+    assert pieces[1] is large
+    assert list(coalesce([])) == []
 
 
 async def test_a_body_in_pieces_is_served_whole_plain_and_gzip() -> None:

@@ -89,13 +89,56 @@ def encode(families: Iterable[Metric], fmt: Format) -> bytes:
     return body
 
 
-def _body(renderer: Renderer, fmt: Format) -> Body:
-    parts = tuple(renderer(fmt))
-    # piece by piece into one member: zlib lets go of the GIL while it compresses each
+# A body is kept, compressed and written in pieces of about this size: each join, compression
+# and socket write is then short (the GIL changes hands between them), and there are few.
+PIECE = 256 * 1024
+
+
+def coalesce(parts: Iterable[bytes], size: int = PIECE) -> Iterator[bytes]:
+    """`parts` joined into pieces of at least `size` bytes (the last may be shorter); a part
+    that is already that large passes through without a copy."""
+    group: list[bytes] = []
+    held = 0
+    for part in parts:
+        if held and held + len(part) > size:
+            yield b"".join(group)
+            group, held = [], 0
+        group.append(part)
+        held += len(part)
+    if group:
+        yield b"".join(group)
+
+
+def gzip_member(data: bytes) -> bytes:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    compressed = [compressor.compress(part) for part in parts]
-    compressed.append(compressor.flush())
-    return Body(parts, b"".join(compressed))
+    return compressor.compress(data) + compressor.flush()
+
+
+_EMPTY_GZIP = gzip_member(b"")
+
+
+class GzipMembers:
+    """One gzip member per part, kept from one rendering to the next: a part that comes back
+    (the same bytes object, such as a cached block of senders) is not compressed again. The
+    members make one multi-member gzip stream, which HTTP clients read whole."""
+
+    def __init__(self) -> None:
+        self._kept: dict[int, tuple[bytes, bytes]] = {}  # id(part) -> (part, its member)
+
+    def compress(self, parts: Iterable[bytes]) -> bytes:
+        previous: dict[int, tuple[bytes, bytes]] = self._kept
+        kept: dict[int, tuple[bytes, bytes]] = {}
+        members: list[bytes] = []
+        for part in parts:
+            if not part:
+                continue
+            known = previous.get(id(part))
+            if known is None or known[0] is not part:  # new, or another object at that id
+                known = (part, gzip_member(part))
+            kept[id(part)] = known
+            members.append(known[1])
+        self._kept = kept
+        return b"".join(members) if members else _EMPTY_GZIP
 
 
 class Chunk:
@@ -120,6 +163,12 @@ class Chunk:
         self.renders = 0
         self._cache: dict[str, tuple[int, Body]] = {}  # content type -> (version, body)
         self._pending: dict[str, asyncio.Task[Body]] = {}
+        self._gzip: dict[str, GzipMembers] = {}  # content type -> its members
+
+    def _body(self, renderer: Renderer, fmt: Format) -> Body:
+        parts = renderer(fmt)
+        members = self._gzip.setdefault(fmt.content_type, GzipMembers())
+        return Body(tuple(coalesce(parts)), members.compress(parts))
 
     def mark_changed(self) -> None:
         self.version += 1
@@ -130,7 +179,7 @@ class Chunk:
         if cached is not None and cached[0] == self.version:
             return cached[1]
         version = self.version
-        body = _body(self._snapshot(), fmt)
+        body = self._body(self._snapshot(), fmt)
         return self._store(fmt, version, body)
 
     async def render_async(self, fmt: Format = TEXT) -> Body:
@@ -154,7 +203,7 @@ class Chunk:
         version = self.version
         try:
             renderer = self._snapshot()  # on the loop: a consistent view of the data
-            body = await asyncio.to_thread(_body, renderer, fmt)
+            body = await asyncio.to_thread(self._body, renderer, fmt)
         finally:
             self._pending.pop(fmt.content_type, None)
         return self._store(fmt, version, body)
@@ -226,10 +275,6 @@ class Exposition:
             await chunk.close()
 
 
-# A body is written in pieces of this size, each awaited (the transport's flow control).
-WRITE_PIECE = 256 * 1024
-
-
 class PartsPayload(Payload):
     """A response body made of the cached parts, written piece by piece: a 10 MB body is
     never joined, copied whole into the transport's buffer, nor written in one go on the
@@ -246,8 +291,8 @@ class PartsPayload(Payload):
     async def write(self, writer: AbstractStreamWriter) -> None:
         for part in self._parts:
             view = memoryview(part)
-            for start in range(0, len(view), WRITE_PIECE):
-                await writer.write(view[start : start + WRITE_PIECE])
+            for start in range(0, len(view), PIECE):
+                await writer.write(view[start : start + PIECE])
 
 
 def accepts_gzip(header: str | None) -> bool:
