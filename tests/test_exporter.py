@@ -190,9 +190,10 @@ async def test_run_gives_the_event_loop_the_gil_sooner_and_freezes_start_up_obje
     stop = asyncio.Event()
     running = asyncio.ensure_future(exporter.serve_forever(stop))
     try:
-        await eventually(lambda: gc.get_freeze_count() > 0 or running.done())
+        await eventually(lambda: exporter.bound_port is not None or running.done())
         assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_INTERVAL)
         assert switch_interval > GIL_SWITCH_INTERVAL  # CPython's default is 5 ms
+        await eventually(lambda: gc.get_freeze_count() > 0)
     finally:
         stop.set()
         await running
