@@ -12,8 +12,7 @@ from m365_smtp_exporter.auth import StaticTokenProvider, TokenError
 from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
-
-from .conftest import RECIPIENTS, SENDER, TOKEN, SmtpServers
+from tests.support.smtp_servers import RECIPIENTS, SENDER, TOKEN, SmtpServers
 
 MakeConfig = Callable[..., ProbeConfig]
 XOAUTH2 = {"mechanism": "xoauth2", "username": SENDER}

@@ -11,8 +11,7 @@ from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult, Reason
-
-from .conftest import SENDER, SmtpServers
+from tests.support.smtp_servers import SENDER, SmtpServers
 
 MakeConfig = Callable[..., ProbeConfig]
 

@@ -14,8 +14,7 @@ from m365_smtp_exporter.auth import StaticTokenProvider
 from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.smtp.probe import run_probe
 from m365_smtp_exporter.smtp.result import Phase, ProbeResult
-
-from .conftest import (
+from tests.support.smtp_servers import (
     CERT_NOT_AFTER,
     PASSWORD,
     RECIPIENTS,

@@ -21,8 +21,7 @@ from m365_smtp_exporter.smtp import transcript as transcript_module
 from m365_smtp_exporter.smtp.probe import _ip_literal, run_probe
 from m365_smtp_exporter.smtp.result import Phase
 from tests.support.clock import ManualClock
-
-from .conftest import SmtpServers
+from tests.support.smtp_servers import SmtpServers
 
 MakeConfig = Callable[..., ProbeConfig]
 

@@ -17,8 +17,7 @@ from m365_smtp_exporter.smtp.tls import (
     server_hostname,
     tls_facts,
 )
-
-from .conftest import SERVER_NAME, Pki, SmtpServers
+from tests.support.smtp_servers import SERVER_NAME, Pki, SmtpServers
 
 MakeConfig = Callable[..., ProbeConfig]
 

@@ -11,8 +11,7 @@ import pytest
 from m365_smtp_exporter.config import ProbeConfig
 from m365_smtp_exporter.smtp.tls import CONTEXT_MAX_AGE, clear_ssl_contexts, shared_ssl_context
 from tests.support.clock import ManualClock
-
-from .conftest import Pki
+from tests.support.smtp_servers import Pki
 
 MakeConfig = Callable[..., ProbeConfig]
 
