@@ -165,13 +165,15 @@ async def test_exporter_rides_out_every_emulated_fault(
                     problems += await check_alive(exporter, probes, puller, conductor)
                 finally:
                     stop.set()
-            conductor.finish()
             problems += check_jobs(exporter, probes, watch)
             rows, exported = await settle_trace(
                 exporter, emulator, probes, puller, session, metrics_url, config_path
             )
     finally:
         await exporter.stop()
+        # probes keep to their schedule while the trace settles: the last fault-free phase
+        # lasts until the exporter stops, or a run begun after it would fit no phase
+        conductor.finish()
         loop.set_exception_handler(previous_handler)
 
     phases = conductor.phases
