@@ -2,7 +2,8 @@
 
 For each case, starts bench/scrape_server.py (the exporter, in its own process: N senders,
 its stores changing every second, a 10 ms loop ticker inside) and scrapes it from ANOTHER
-process, like Prometheus (gzip and plain, text format, one scrape every 50 ms). The baseline
+process, like Prometheus (gzip and plain, text format, one scrape every 50 ms; curl by default,
+a compiled client as Prometheus is, or `--scraper aiohttp`). The baseline
 (`--mode baseline`: one store version, everything re-rendered on the loop after any change)
 is measured in the same run, on the same machine, with the same load.
 
