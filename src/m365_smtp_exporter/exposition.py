@@ -34,7 +34,7 @@ log = structlog.get_logger(__name__)
 Collect = Callable[[], Iterable[Metric]]
 Encoder = Callable[[Collector], bytes]
 # A captured snapshot, encoded on demand into the pieces of its body: a large chunk is kept
-# as its pieces, never joined (a 9 MB join holds the GIL ~10 ms, stalling the event loop).
+# in pieces, never joined whole (a 9 MB join holds the GIL ~10 ms, stalling the event loop).
 Renderer = Callable[["Format"], Sequence[bytes]]
 # Fast compression: a large chunk is compressed once per change.
 GZIP_LEVEL = 1
@@ -65,8 +65,8 @@ TEXT = Format.negotiate(None)
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    parts: tuple[bytes, ...]  # the plain text, in pieces
-    gzip: bytes  # one gzip member of the whole
+    parts: tuple[bytes, ...]  # the plain text, in pieces of about PIECE bytes
+    gzip: bytes  # the whole, as gzip members (one per part the renderer returned)
 
     @property
     def plain(self) -> bytes:
@@ -89,8 +89,8 @@ def encode(families: Iterable[Metric], fmt: Format) -> bytes:
     return body
 
 
-# A body is kept, compressed and written in pieces of about this size: each join, compression
-# and socket write is then short (the GIL changes hands between them), and there are few.
+# A plain body is kept and written in pieces of about this size: each join and socket write
+# is then short (the GIL changes hands between them), and there are few of them.
 PIECE = 256 * 1024
 
 
