@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from itertools import compress, repeat
@@ -77,38 +78,19 @@ class TraceRecord(NamedTuple):
 _new_record = partial(tuple.__new__, TraceRecord)
 
 
+@dataclass(slots=True, eq=False)
 class TraceRows(Sequence[TraceRecord]):
     """Trace rows column by column: what the pipeline (de-dup, counts, the quota engine)
     works on, a whole column at a time. Read row by row, it is a sequence of `TraceRecord`s
-    (built on demand)."""
+    (built on demand). The columns are in `TraceRecord`'s field order."""
 
-    __slots__ = (
-        "directions",
-        "ids",
-        "message_ids",
-        "received_at",
-        "recipients",
-        "senders",
-        "statuses",
-    )
-
-    def __init__(  # noqa: PLR0917 (the columns in TraceRecord's field order)
-        self,
-        ids: list[str],
-        senders: list[str],
-        recipients: list[str],
-        message_ids: list[str],
-        received_at: list[float],
-        statuses: list[str],
-        directions: list[str],
-    ) -> None:
-        self.ids = ids
-        self.senders = senders
-        self.recipients = recipients
-        self.message_ids = message_ids
-        self.received_at = received_at
-        self.statuses = statuses
-        self.directions = directions
+    ids: list[str]
+    senders: list[str]
+    recipients: list[str]
+    message_ids: list[str]
+    received_at: list[float]
+    statuses: list[str]
+    directions: list[str]
 
     @classmethod
     def from_records(cls, records: Iterable[TraceRecord]) -> TraceRows:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import compress
 from typing import Any, NamedTuple
@@ -111,25 +112,16 @@ _SYSTEM_SENDERS = _SenderReasons()
 _SYSTEM_SENDERS_LIMIT = 1 << 17
 
 
+@dataclass(slots=True, eq=False)
 class RowColumns:
     """Rows as columns, in `QuotaRow`'s field order: what the engine counts a column at a
     time. Iterated, it gives each row's fields as a plain tuple."""
 
-    __slots__ = ("message_ids", "received_at", "recipients", "senders", "statuses")
-
-    def __init__(
-        self,
-        senders: Sequence[str],
-        recipients: Sequence[str],
-        message_ids: Sequence[str],
-        received_at: Sequence[float],
-        statuses: Sequence[str],
-    ) -> None:
-        self.senders = senders
-        self.recipients = recipients
-        self.message_ids = message_ids
-        self.received_at = received_at
-        self.statuses = statuses
+    senders: Sequence[str]
+    recipients: Sequence[str]
+    message_ids: Sequence[str]
+    received_at: Sequence[float]
+    statuses: Sequence[str]
 
     @classmethod
     def of(cls, rows: Iterable[RowFields]) -> RowColumns:
