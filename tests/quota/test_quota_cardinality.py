@@ -24,6 +24,7 @@ from m365_smtp_exporter.quota import (
     select_series,
 )
 from tests.support.examples import examples
+from tests.support.senders import colliding_senders
 
 RPD, MPM = LimitName.RECIPIENTS_PER_DAY, LimitName.MESSAGES_PER_MINUTE
 LIMITS = QuotaLimits(internal_domains=frozenset({"contoso.com"}))
@@ -100,14 +101,7 @@ def test_hashed_labels_are_salted_hmac_prefixes() -> None:
 
 
 def test_colliding_hash_prefixes_get_longer_labels() -> None:
-    seen: dict[str, str] = {}
-    for i in itertools.count():
-        address = f"u{i}@contoso.com"
-        prefix = hash_sender(address, "s")
-        if prefix in seen:
-            pair = (seen[prefix], address)
-            break
-        seen[prefix] = address
+    pair = colliding_senders("s")
     snapshot = snapshot_of({pair[0]: (1, 0, 0.0), pair[1]: (2, 0, 0.0)})
     series = select_series(snapshot, SenderSelection(top_n=5, hash_senders=True, hash_salt="s"))
     labels = list(by_label(series, RPD))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -15,12 +13,12 @@ from m365_smtp_exporter.quota import (
     QuotaRow,
     QuotaSnapshot,
     SenderSelection,
-    hash_sender,
     select_series,
 )
 from m365_smtp_exporter.quota.cardinality import SeriesSelector
 from tests.support.clock import ManualClock
 from tests.support.examples import examples
+from tests.support.senders import colliding_senders
 
 T0 = 1_767_225_600.0
 OURS = frozenset({"contoso.com"})
@@ -116,14 +114,7 @@ def test_a_new_selection_or_a_missed_snapshot_is_taken_from_scratch(
 
 
 def test_labels_lengthen_and_shorten_as_a_colliding_sender_comes_and_goes() -> None:
-    seen: dict[str, str] = {}
-    for i in itertools.count():
-        address = f"u{i}@contoso.com"
-        prefix = hash_sender(address, "s")
-        if prefix in seen:
-            first, second = seen[prefix], address
-            break
-        seen[prefix] = address
+    first, second = colliding_senders("s")
     limits = QuotaLimits(internal_domains=OURS)
 
     def figures(sender: str, used: int) -> tuple[QuotaFigure, ...]:
